@@ -1,0 +1,3 @@
+from crossreid.cli import main
+
+main()

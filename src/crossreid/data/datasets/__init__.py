@@ -1,0 +1,3 @@
+"""Built-in dataset loaders; importing this package registers them."""
+
+from crossreid.data.datasets import manifest, synthetic  # noqa: F401

@@ -1,0 +1,76 @@
+"""Datasets registered by name. A loader takes a root folder and options, returns a Catalog.
+
+The root comes from the caller or from ``$CROSSREID_DATA/<folder>``; no path is
+written in the code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from crossreid.data.samples import Catalog
+from crossreid.errors import UserError
+
+Loader = Callable[..., Catalog]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    loader: Loader
+    folder: str
+    description: str
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, folder: str, description: str) -> Callable[[Loader], Loader]:
+    def wrap(fn: Loader) -> Loader:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} registered twice")
+        _REGISTRY[name] = DatasetEntry(name, fn, folder, description)
+        return fn
+    return wrap
+
+
+def _ensure_builtin() -> None:
+    # Importing the modules registers them.
+    import crossreid.data.datasets  # noqa: F401
+
+
+def dataset_names() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> DatasetEntry:
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
+        raise UserError(f"unknown dataset {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
+    entry = get_entry(name)
+    if root is not None:
+        path = Path(root).expanduser()
+    elif os.environ.get("CROSSREID_DATA"):
+        path = Path(os.environ["CROSSREID_DATA"]).expanduser() / entry.folder
+    else:
+        raise UserError(f"no root given for dataset {name!r}; pass --root DIR or set CROSSREID_DATA "
+                        f"to the folder that holds {entry.folder}/")
+    if not path.is_dir():
+        raise UserError(f"{path}: dataset folder for {name!r} not found; check --root or CROSSREID_DATA")
+    return path
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, **options: Any) -> Catalog:
+    entry = get_entry(name)
+    return entry.loader(resolve_root(name, root), **options)
