@@ -1,0 +1,213 @@
+"""Typed run configuration: YAML files with a ``base:`` parent and dotted overrides.
+
+Unknown keys and wrong types are rejected with one line naming the key and, for a
+misspelt key, the nearest valid one. The resolved config is saved in every run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crossreid.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = "synthetic"
+    root: Optional[str] = None  # None with dataset "synthetic": generate (or reuse) the cached default
+    synth: dict[str, Any] = Field(default_factory=dict)  # crossreid.data.synth.SynthParams fields
+    height: int = Field(128, ge=16)
+    width: int = Field(64, ge=8)
+    modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth", "ir"])
+    cache: Literal["memory", "none"] = "memory"
+
+    @field_validator("synth")
+    @classmethod
+    def _check_synth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from crossreid.data.synth import SynthParams
+
+        return SynthParams(**value).model_dump()
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, value: list[str]) -> list[str]:
+        from crossreid.modality import Modality
+
+        return [Modality.parse(v).value for v in value]
+
+
+class ModelConfig(_Strict):
+    arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    pretrained: Optional[str] = None  # a local .pth/.safetensors file; nothing is downloaded
+    last_stride: Literal[1, 2] = 1
+    pooling: Literal["avg", "gem"] = "avg"
+    head: Literal["bnneck", "embedding"] = "bnneck"
+    embedding_dim: Optional[int] = Field(None, ge=8)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class MethodConfig(_Strict):
+    name: str = "one_stream"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(3.5e-4, gt=0)
+    backbone_lr_scale: float = Field(1.0, gt=0)  # backbone lr = lr × scale (heads use lr)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["step", "cosine", "constant"] = "step"
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_factor: float = Field(0.1, gt=0, le=1)
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+
+
+class LossConfig(_Strict):
+    id_weight: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_weight: float = Field(1.0, ge=0)
+    triplet_margin: Optional[float] = Field(0.3, gt=0)  # None: soft margin
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    ids_per_batch: int = Field(8, ge=2)       # P
+    images_per_id: int = Field(4, ge=1)       # K per modality
+    iterations_per_epoch: Optional[int] = Field(None, ge=1)  # default: one pass over the largest modality
+    seed: int = 0
+    deterministic: bool = False
+    threads: Optional[int] = Field(None, ge=1)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    flip: bool = True
+    pad: int = Field(8, ge=0)
+    random_erasing: float = Field(0.5, ge=0, le=1)
+    validate_every: int = Field(1, ge=1)
+    progress: bool = True
+
+
+class EvalConfig(_Strict):
+    directions: list[str] = Field(default_factory=lambda: ["rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb"])
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    batch_size: int = Field(128, ge=1)
+
+
+class RunConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config, resolving ``base:`` (a path relative to the file) recursively."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise UserError(f"{path}: circular 'base:' chain; remove the loop")
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found; check the path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config must be a mapping of sections; see configs/demo.yaml")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _merge(read_yaml(path.parent / base, _seen + (path,)), raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not of the form section.key=value")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r}: {part!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return out
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _explain(exc: ValidationError, source: str) -> UserError:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+    key = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        names = _field_names(RunConfig, loc)
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+        prefix = ".".join(str(p) for p in loc[:-1])
+        hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else \
+            f"; valid keys here: {', '.join(names)}"
+        return UserError(f"{source}: unknown key '{key}'{hint}")
+    given = err.get("input")
+    return UserError(f"{source}: '{key}': {err['msg']} (got {given!r}); fix the value")
+
+
+def build_config(raw: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return build_config(raw, source=str(path) if path is not None else "config")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

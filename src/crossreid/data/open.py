@@ -1,0 +1,16 @@
+"""Open the catalog a run config names (generating the synthetic default when needed)."""
+
+from __future__ import annotations
+
+from crossreid.config import DataConfig
+from crossreid.data.registry import load_dataset
+from crossreid.data.samples import Catalog
+
+
+def open_catalog(data: DataConfig, progress: bool = True) -> Catalog:
+    if data.dataset == "synthetic" and data.root is None:
+        from crossreid.data.synth import SynthParams, cached_dataset
+
+        root = cached_dataset(SynthParams(**data.synth), progress=progress)
+        return load_dataset("synthetic", root)
+    return load_dataset(data.dataset, data.root)

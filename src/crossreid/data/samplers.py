@@ -1,0 +1,97 @@
+"""Cross-modal identity sampling: P identities × K images per modality per batch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from crossreid.data.samples import Sample
+from crossreid.errors import UserError
+from crossreid.modality import Modality
+
+
+class CrossModalIdentitySampler:
+    """Yields batches of sample indices laid out modality-major and row-aligned.
+
+    Each batch holds P identities; for each modality in ``modalities`` it holds K
+    images of every identity, ordered ``[mod0: id0×K, id1×K, …][mod1: …]`` so that
+    row ``i`` of every modality block shows the same identity. With ``paired=True``
+    the first modality's image is drawn first and the others take its co-registered
+    partner (same frame key), so rows are true pairs (as distillation needs).
+
+    Identities present in every modality are eligible. Images are drawn without
+    replacement while an identity has enough, else with replacement. The draw is a
+    pure function of ``(seed, epoch)``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], modalities: Sequence[Modality], ids_per_batch: int,
+                 images_per_id: int, paired: bool = False, seed: int = 0,
+                 iterations: int | None = None) -> None:
+        self.modalities = [Modality.parse(m) for m in modalities]
+        self.P, self.K, self.paired, self.seed = ids_per_batch, images_per_id, paired, seed
+        self.by_id: dict[Modality, dict[int, list[int]]] = {m: defaultdict(list) for m in self.modalities}
+        for i, s in enumerate(samples):
+            if s.modality in self.by_id:
+                self.by_id[s.modality][s.pid].append(i)
+        ids = set.intersection(*(set(d) for d in self.by_id.values())) if self.modalities else set()
+        if paired:
+            self.partner = self._pair_index(samples)
+            ids = {pid for pid in ids if self.by_id_pairable(pid)}
+        self.pids = sorted(ids)
+        if len(self.pids) < self.P:
+            mods = "+".join(m.value for m in self.modalities)
+            raise UserError(f"only {len(self.pids)} training identities have {mods} images"
+                            f"{' pairs' if paired else ''}, fewer than ids_per_batch={self.P}; "
+                            "lower train.ids_per_batch or use more identities")
+        largest = max(sum(len(v) for v in d.values()) for d in self.by_id.values())
+        self.iterations = iterations or max(1, largest // (self.P * self.K))
+        self.epoch = 0
+
+    def _pair_index(self, samples: Sequence[Sample]) -> dict[tuple[int, Modality], int]:
+        key_to_idx: dict[tuple[str, Modality], int] = {}
+        for i, s in enumerate(samples):
+            if s.frame is not None and s.modality in self.by_id:
+                key_to_idx[(s.frame, s.modality)] = i
+        first, rest = self.modalities[0], self.modalities[1:]
+        partner: dict[tuple[int, Modality], int] = {}
+        for i, s in enumerate(samples):
+            if s.modality is first and s.frame is not None:
+                for m in rest:
+                    j = key_to_idx.get((s.frame, m))
+                    if j is not None:
+                        partner[(i, m)] = j
+        return partner
+
+    def by_id_pairable(self, pid: int) -> bool:
+        first = self.modalities[0]
+        return any(all((i, m) in self.partner for m in self.modalities[1:]) for i in self.by_id[first][pid])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def _draw(self, rng: np.random.Generator, pool: list[int]) -> list[int]:
+        replace = len(pool) < self.K
+        return [pool[j] for j in rng.choice(len(pool), size=self.K, replace=replace)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        first, rest = self.modalities[0], self.modalities[1:]
+        for _ in range(self.iterations):
+            pids = [self.pids[j] for j in rng.choice(len(self.pids), size=self.P, replace=False)]
+            blocks: dict[Modality, list[int]] = {m: [] for m in self.modalities}
+            for pid in pids:
+                if self.paired:
+                    pool = [i for i in self.by_id[first][pid] if all((i, m) in self.partner for m in rest)]
+                    anchors = self._draw(rng, pool)
+                    blocks[first] += anchors
+                    for m in rest:
+                        blocks[m] += [self.partner[(i, m)] for i in anchors]
+                else:
+                    for m in self.modalities:
+                        blocks[m] += self._draw(rng, self.by_id[m][pid])
+            yield [i for m in self.modalities for i in blocks[m]]

@@ -1,0 +1,47 @@
+"""Evaluate a trained method on a catalog in one or more retrieval directions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from crossreid.data.pipeline import ImageStore
+from crossreid.data.samples import Catalog
+from crossreid.retrieval.extract import extract_features
+
+
+def parse_direction(direction: str) -> tuple[str, str]:
+    from crossreid.errors import UserError
+    from crossreid.modality import Modality
+
+    query, sep, gallery = direction.partition("->")
+    if not sep:
+        raise UserError(f"direction {direction!r} must look like 'rgb->depth'")
+    return Modality.parse(query).value, Modality.parse(gallery).value
+
+
+def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
+                  batch_size: int = 128, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the whole query and gallery pools (extracted once if they are the same list)."""
+    qf = extract_features(method, query_store, range(len(query_store)), batch_size, device, progress)
+    if gallery_store is query_store or catalog.gallery is catalog.query:
+        return qf, qf
+    return qf, extract_features(method, gallery_store, range(len(gallery_store)), batch_size, device, progress)
+
+
+def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
+                        directions: Sequence[str], metric: str = "euclidean", protocol: str = "synthetic",
+                        batch_size: int = 128, device="cpu", progress: bool = False,
+                        features: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """``{direction: ProtocolResult}`` for each direction whose modalities the catalog has."""
+    from crossreid.evaluation.protocols import evaluate_protocol, get_protocol
+
+    available = {m.value for m in catalog.modalities}
+    wanted = [(d, *parse_direction(d)) for d in directions]
+    wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
+    if not wanted:
+        return {}
+    qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
+    return {d: evaluate_protocol(get_protocol(protocol, query=q, gallery=g), catalog, qf, gf, metric)
+            for d, q, g in wanted}

@@ -1,0 +1,1 @@
+"""Feature extraction, gallery search and export."""
