@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -38,6 +39,108 @@ def datasets_cmd() -> None:
     for name in dataset_names():
         entry = get_entry(name)
         click.echo(f"{name:<12} {entry.description}")
+
+
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Folder for the runs, results.json and report.html.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing demo output folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Config override, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo_cmd(out: str, overwrite: bool, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Generate (or reuse) synthetic data, train, evaluate RGB<->depth and RGB<->IR, write a report."""
+    from crossreid.demo import run_demo
+
+    run_demo(Path(out), overwrite=overwrite, overrides=list(overrides), progress=not quiet)
+
+
+@cli.command("synth")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (must not exist).")
+@click.option("--identities", type=int, help="Number of persons.")
+@click.option("--rgbd-cameras", type=int, help="Cameras producing co-registered RGB + depth.")
+@click.option("--ir-cameras", type=int, help="Infrared cameras.")
+@click.option("--images-per-camera", type=int, help="Time steps per person and camera.")
+@click.option("--modalities", help="Comma-separated subset of rgb,depth,ir.")
+@click.option("--height", type=int, help="Image height (default 128).")
+@click.option("--width", type=int, help="Image width (default 64).")
+@click.option("--seed", type=int, help="Random seed (same seed, same bytes).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **options) -> None:
+    """Write the synthetic RGB/depth/infrared person dataset to a folder."""
+    from pydantic import ValidationError
+
+    from crossreid.data.synth import SynthParams, generate
+
+    values = {k: v for k, v in options.items() if v is not None}
+    if modalities:
+        values["modalities"] = [m.strip() for m in modalities.split(",") if m.strip()]
+    try:
+        params = SynthParams(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    path = generate(Path(out), params, overwrite=overwrite, progress=not quiet)
+    click.echo(f"wrote synthetic dataset to {path}")
+
+
+def _load_run_config(config: str, overrides: tuple[str, ...]):
+    from crossreid.config import load_config, resolve_config
+
+    return load_config(resolve_config(config), list(overrides))
+
+
+@cli.command("train")
+@click.argument("config")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
+    """Train a method. CONFIG is a YAML file or a shipped config name (e.g. demo)."""
+    from crossreid.data.open import open_catalog
+    from crossreid.engine.trainer import Trainer
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; choose one")
+    cfg = _load_run_config(config, overrides)
+    catalog = open_catalog(cfg.data, progress=not quiet)
+    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet).fit()
+    click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
+
+
+@cli.command("evaluate")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--dataset", help="Dataset name (default: the run's).")
+@click.option("--root", type=click.Path(file_okay=False), help="Dataset root (default: the run's).")
+@click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate_cmd(run: str, dataset: str | None, root: str | None, directions: tuple[str, ...],
+                 json_out: str | None, quiet: bool) -> None:
+    """Evaluate a trained run on a dataset's test pools."""
+    from crossreid.data.open import open_catalog
+    from crossreid.data.pipeline import ImageStore
+    from crossreid.engine.runs import load_run
+    from crossreid.evaluation.runner import evaluate_directions
+    from crossreid.io import write_json
+
+    cfg, method = load_run(run)
+    if dataset or root:
+        cfg.data = cfg.data.model_copy(update={"dataset": dataset or cfg.data.dataset, "root": root})
+    catalog = open_catalog(cfg.data, progress=not quiet)
+    qs = ImageStore(catalog.query, cfg.data.height, cfg.data.width)
+    gs = qs if catalog.gallery is catalog.query else ImageStore(catalog.gallery, cfg.data.height, cfg.data.width)
+    results = evaluate_directions(method, catalog, qs, gs, list(directions) or cfg.eval.directions,
+                                  cfg.eval.metric, progress=not quiet)
+    if not results:
+        raise UserError(f"dataset {catalog.name!r} has none of the modalities of the requested directions")
+    for direction, result in results.items():
+        click.echo(f"{direction:<12} {result.format_table()}")
+    if json_out:
+        write_json(json_out, {d: r.to_json() for d, r in results.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -211,3 +211,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def packaged_config_names() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a config shipped with crossreid (e.g. ``demo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(str(name_or_path), packaged_config_names(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; shipped configs: {', '.join(packaged_config_names())}"
+    raise UserError(f"{name_or_path}: no such config file or shipped config{hint}")

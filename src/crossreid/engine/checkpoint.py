@@ -77,12 +77,3 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     optimizer = _unflatten_optimizer(optim_tensors, state.pop("optimizer")) if "optimizer" in state else None
     return model, state, optimizer, rng
 
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint's model weights strictly into ``model``; returns its JSON state."""
-    weights, state, _, _ = load_checkpoint(path)
-    result = model.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"{path}: weights do not fit this model (missing {result.missing_keys[:3]}, "
-                        f"unexpected {result.unexpected_keys[:3]}); was it trained with another config?")
-    return state

@@ -172,7 +172,8 @@ class Trainer:
             score = last_val.get("mAP", -float(stats["loss"]))
             improved = best is None or score > best
             best = score if improved else best
-            state = {"method": cfg.method.name, "stage": stage.name, "epoch": epoch, "best": best, "score": score}
+            state = {"method": cfg.method.name, "stage": stage.name, "epoch": epoch, "best": best, "score": score,
+                     "num_classes": self.catalog.num_classes, "modalities": [m.value for m in self.modalities]}
             rng = {"augment": self.augment_rng.get_state(), "torch": torch.get_rng_state()}
             save_checkpoint(self.ckpt_dir / f"{stage.name}-last.safetensors", self.method, state, optimizer, rng)
             if improved:

@@ -116,3 +116,19 @@ def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality])
         raise UserError(f"unknown method {name!r}{hint}")
     return _METHODS[name](cfg, num_classes, modalities)
 
+
+
+def reid_losses(out, labels: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
+    """Identity cross-entropy on the logits plus batch-hard triplet on the features."""
+    from crossreid.losses import BatchHardTriplet, IdentityLoss
+
+    losses: dict[str, torch.Tensor] = {}
+    total = out.features.new_zeros((), dtype=torch.float32)
+    if loss_cfg.id_weight > 0:
+        losses["id"] = IdentityLoss(loss_cfg.label_smoothing)(out.logits.float(), labels)
+        total = total + loss_cfg.id_weight * losses["id"]
+    if loss_cfg.triplet_weight > 0:
+        losses["triplet"] = BatchHardTriplet(loss_cfg.triplet_margin)(out.features.float(), labels)
+        total = total + loss_cfg.triplet_weight * losses["triplet"]
+    losses["loss"] = total
+    return losses
