@@ -67,9 +67,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # weights_only refusals and corrupt files have many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{path}: not a plain state dict ({first}); save it with "
-                            "torch.save(model.state_dict(), ...) or convert it to .safetensors") from None
+            raise UserError(f"{path}: not a plain tensor checkpoint ({type(exc).__name__}; pickled objects "
+                            "are refused for safety); save model.state_dict() or convert to .safetensors") from None
     else:
         raise UserError(f"{path}: unsupported weights format {suffix!r}; use .safetensors, .pth or .pt")
     return _unwrap(obj, path)
