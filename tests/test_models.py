@@ -289,3 +289,9 @@ def test_load_weights_refuses_bad_files(tmp_path, content):
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="w.pth|w.ckpt"):
         load_weights(build_resnet("resnet18"), path)
+
+
+def test_gem_half_precision_does_not_overflow():
+    x = torch.full((1, 2, 2, 2), 60.0, dtype=torch.float16)  # 60^3 > float16 max
+    out = GeM(p=3.0)(x)
+    assert out.dtype == torch.float16 and torch.allclose(out.float(), torch.full((1, 2), 60.0))

@@ -39,8 +39,9 @@ class GeM(nn.Module):
             self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        return x.clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+        # x^p overflows float16 for moderate activations: pool in float32, return the input dtype
+        pooled = x.float().clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
+        return pooled.to(x.dtype)
 
     def extra_repr(self) -> str:
         p = float(self.p)
