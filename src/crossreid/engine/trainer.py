@@ -25,7 +25,7 @@ from crossreid.engine.checkpoint import load_checkpoint, save_checkpoint
 from crossreid.engine.logging import MetricLog
 from crossreid.errors import UserError
 from crossreid.io import write_text
-from crossreid.methods import Batch, Method, Stage, build_method
+from crossreid.methods import Batch, Method, Stage, StageContext, build_method
 from crossreid.modality import Modality
 
 
@@ -82,7 +82,6 @@ class Trainer:
         self.method: Method = build_method(cfg, catalog.num_classes, self.modalities).to(self.device)
         if cfg.train.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self._check_batch()
         self.store = ImageStore(catalog.train, cfg.data.height, cfg.data.width, cache=cfg.data.cache == "memory")
         self.val_catalog = Catalog(catalog.name, catalog.root, query=catalog.val, gallery=catalog.val)
         self.val_store = ImageStore(catalog.val, cfg.data.height, cfg.data.width, cache=cfg.data.cache == "memory")
@@ -91,20 +90,20 @@ class Trainer:
         write_text(self.run_dir / "config.yaml", dump_config(cfg))
         self.log = MetricLog(self.run_dir)
 
-    def _check_batch(self) -> None:
-        t = self.cfg.train
-        per_mod: dict[Modality, set[int]] = {m: set() for m in self.modalities}
-        for s in self.catalog.train:
-            if s.modality in per_mod:
-                per_mod[s.modality].add(s.pid)
-        usable = set.intersection(*per_mod.values()) if per_mod else set()
-        if len(usable) < t.ids_per_batch:
-            raise UserError(f"train.ids_per_batch={t.ids_per_batch} but only {len(usable)} training identities "
-                            f"have images in every modality ({', '.join(map(str, self.modalities))}); lower it")
-
     # ------------------------------------------------------------------ training
+    def _sampler(self, si: int, stage: Stage) -> CrossModalIdentitySampler:
+        t = self.cfg.train
+        return CrossModalIdentitySampler(self.catalog.train, self.stage_modalities(stage), t.ids_per_batch,
+                                         t.images_per_id, paired=stage.paired, seed=t.seed + 1000 * si,
+                                         iterations=t.iterations_per_epoch)
+
+    def stage_modalities(self, stage: Stage) -> list[Modality]:
+        return stage.modalities or self.modalities
+
     def fit(self) -> dict:
         stages = self.method.stages()
+        # Build every stage's sampler first: a batch that cannot be filled fails before any training.
+        samplers = [self._sampler(si, stage) for si, stage in enumerate(stages)]
         start_stage, start_epoch, best = 0, 0, None
         if self.resume:
             start_stage, start_epoch, best = self._restore(stages)
@@ -113,7 +112,7 @@ class Trainer:
             stage = stages[si]
             first_epoch = start_epoch if si == start_stage else 0
             best = best if si == start_stage else None
-            summary[stage.name] = self._run_stage(si, stage, first_epoch, best)
+            summary[stage.name] = self._run_stage(si, stage, samplers[si], first_epoch, best)
         final = self.ckpt_dir / f"{stages[-1].name}-best.safetensors"
         weights, state, _, _ = load_checkpoint(final)
         self.method.load_state_dict(weights)
@@ -143,8 +142,13 @@ class Trainer:
             return si + 1, 0, None
         return si, epoch, state.get("best")
 
-    def _run_stage(self, si: int, stage: Stage, first_epoch: int, best: float | None) -> dict:
+    def _run_stage(self, si: int, stage: Stage, sampler: CrossModalIdentitySampler, first_epoch: int,
+                   best: float | None) -> dict:
         cfg = self.cfg
+        self.store.preload(self.progress, desc="decoding training images")
+        if self.catalog.val:
+            self.val_store.preload(self.progress, desc="decoding validation images")
+        self.method.on_stage_start(stage, StageContext(self.store, self.device, self.run_dir, resumed=first_epoch > 0))
         for name, p in self.method.named_parameters():
             p.requires_grad_(not (stage.frozen and name.startswith(tuple(stage.frozen))))
         optimizer = make_optimizer(self.method.param_groups(stage), cfg)
@@ -154,12 +158,6 @@ class Trainer:
             self.augment_rng.set_state(self._resume_rng["augment"])
             torch.set_rng_state(self._resume_rng["torch"])
         self._resume_optim = None
-        sampler = CrossModalIdentitySampler(
-            self.catalog.train, self.modalities, cfg.train.ids_per_batch, cfg.train.images_per_id,
-            paired=self.method.paired, seed=cfg.train.seed + 1000 * si, iterations=cfg.train.iterations_per_epoch)
-        self.store.preload(self.progress, desc="decoding training images")
-        if self.catalog.val:
-            self.val_store.preload(self.progress, desc="decoding validation images")
         last_val: dict = {}
         for epoch in range(first_epoch, stage.epochs):
             for g, lr in zip(optimizer.param_groups, base_lrs):
@@ -167,7 +165,7 @@ class Trainer:
             stats = self._train_epoch(sampler, optimizer, stage, epoch)
             record = {"stage": stage.name, "epoch": epoch, **stats, "lr": optimizer.param_groups[-1]["lr"]}
             if self.catalog.val and ((epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == stage.epochs):
-                last_val = self.validate()
+                last_val = self.validate(stage)
                 record.update({f"val/{k}": v for k, v in last_val.items()})
             score = last_val.get("mAP", -float(stats["loss"]))
             improved = best is None or score > best
@@ -205,14 +203,15 @@ class Trainer:
         bar = tqdm(sampler, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=not self.progress,
                    leave=False)
         steps = 0
+        modalities = self.stage_modalities(stage)
         for indices in bar:
             images = augment(self.store.batch(indices), self.augment_rng, flip=cfg.flip, pad=cfg.pad,
-                             erasing=cfg.random_erasing, groups=len(self.modalities) if self.method.paired else 1)
+                             erasing=cfg.random_erasing, groups=len(modalities) if stage.paired else 1)
             images = normalize(images).to(self.device)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = torch.tensor([self.label_map[self.store.samples[i].pid] for i in indices], device=self.device)
-            batch = Batch(images, labels, self.modalities, rows=len(indices) // len(self.modalities))
+            batch = Batch(images, labels, modalities, rows=len(indices) // len(modalities), indices=list(indices))
             with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                 losses = self.method.training_step(batch, stage)
             optimizer.zero_grad(set_to_none=True)
@@ -228,11 +227,12 @@ class Trainer:
         return {**{k: v / max(steps, 1) for k, v in totals.items()}, "images_per_s": seen / elapsed}
 
     # ---------------------------------------------------------------- validation
-    def validate(self) -> dict:
+    def validate(self, stage: Stage) -> dict:
         from crossreid.evaluation.runner import evaluate_directions
 
+        directions = stage.val_directions or self.cfg.eval.directions
         results = evaluate_directions(self.method, self.val_catalog, self.val_store, self.val_store,
-                                      self.cfg.eval.directions, self.cfg.eval.metric,
+                                      directions, self.cfg.eval.metric,
                                       batch_size=self.cfg.eval.batch_size, device=self.device)
         maps = [r.summary()["mAP"]["mean"] for r in results.values()]
         out = {f"{d}/mAP": r.summary()["mAP"]["mean"] for d, r in results.items()}

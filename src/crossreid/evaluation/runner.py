@@ -37,7 +37,7 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog has."""
     from crossreid.evaluation.protocols import evaluate_protocol, get_protocol
 
-    available = {m.value for m in catalog.modalities}
+    available = {m.value for m in catalog.modalities} & {m.value for m in method.embeddable}
     wanted = [(d, *parse_direction(d)) for d in directions]
     wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
     if not wanted:

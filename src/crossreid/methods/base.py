@@ -7,7 +7,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from pathlib import Path
+
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from crossreid.errors import UserError
@@ -15,6 +18,21 @@ from crossreid.modality import Modality
 
 if TYPE_CHECKING:
     from crossreid.config import RunConfig
+    from crossreid.data.pipeline import ImageStore
+
+
+def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseModel:
+    """Validate ``method.options`` with one clear line for an unknown key or a wrong value."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(model.model_fields) or 'none'}"
+            raise UserError(f"method.options.{key}: unknown option for method {method!r}{hint}") from None
+        raise UserError(f"method.options.{key}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 @dataclass
@@ -29,6 +47,7 @@ class Batch:
     labels: torch.Tensor
     modalities: list[Modality]
     rows: int
+    indices: list[int] = field(default_factory=list)  # positions in the training pool
 
     def block(self, modality: Modality) -> slice:
         k = self.modalities.index(modality)
@@ -37,25 +56,61 @@ class Batch:
 
 @dataclass
 class Stage:
-    """One phase of training (e.g. teacher, then student) with its own epochs and frozen parts."""
+    """One phase of training (e.g. teacher, then student).
+
+    ``modalities`` (default: all the run trains on) fills the batches, ``paired`` asks
+    for co-registered rows, ``frozen`` lists parameter-name prefixes that get no update,
+    ``lr`` replaces the configured base learning rate, and ``val_directions`` (default:
+    ``eval.directions``) scores model selection after each epoch.
+    """
 
     name: str
     epochs: int
-    frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that get no update
+    modalities: list[Modality] | None = None
+    paired: bool = False
+    frozen: list[str] = field(default_factory=list)
+    lr: float | None = None
+    val_directions: list[str] | None = None
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """What the trainer hands a method when a stage starts."""
+
+    store: "ImageStore"          # the training pool's decoded images
+    device: torch.device
+    run_dir: Path
+    resumed: bool                # True when the stage continues from a checkpoint mid-way
 
 
 class Method(nn.Module, abc.ABC):
-    """Base class: holds the networks, computes losses, says which net embeds which modality."""
+    """Base class: holds the networks, computes losses, says which net embeds which modality.
+
+    ``Options`` (a pydantic model) types the config's ``method.options``.
+    """
 
     name: ClassVar[str]
-    paired: ClassVar[bool] = False  # needs co-registered pairs in each batch row
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> None:
         super().__init__()
         self.cfg, self.num_classes, self.modalities = cfg, num_classes, modalities
+        self.options = parse_options(self.Options, cfg.method.options, self.name)
+
+    @property
+    def embeddable(self) -> list[Modality]:
+        """Modalities this method can embed at test time."""
+        return list(self.modalities)
 
     def stages(self) -> list[Stage]:
         return [Stage("main", self.cfg.train.epochs)]
+
+    def on_stage_start(self, stage: Stage, context: StageContext) -> None:
+        """Called before a stage's first epoch (e.g. copy teacher weights, cache targets)."""
 
     @abc.abstractmethod
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
@@ -68,14 +123,15 @@ class Method(nn.Module, abc.ABC):
     def param_groups(self, stage: Stage) -> list[dict]:
         """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
         optim = self.cfg.optim
+        lr = stage.lr or optim.lr
         frozen = tuple(stage.frozen)
         backbone, head = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad or (frozen and name.startswith(frozen)):
                 continue
             (backbone if ".backbone." in f".{name}" else head).append(p)
-        groups = [{"params": backbone, "lr": optim.lr * optim.backbone_lr_scale, "name": "backbone"},
-                  {"params": head, "lr": optim.lr, "name": "head"}]
+        groups = [{"params": backbone, "lr": lr * optim.backbone_lr_scale, "name": "backbone"},
+                  {"params": head, "lr": lr, "name": "head"}]
         return [g for g in groups if g["params"]]
 
 
@@ -99,6 +155,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _ensure_builtin() -> None:
+    import crossreid.methods.cross_modal_distillation  # noqa: F401
     import crossreid.methods.one_stream  # noqa: F401
 
 

@@ -1,0 +1,201 @@
+"""Cross-modal distillation with gated attention (Hafner et al., CVIU 2022).
+
+Step I ("teacher"): a single-modality network F is trained on the source modality
+(identity loss and/or triplet, as ``loss`` configures). Step II ("student"): G, of the
+same architecture, starts as a copy of F; the layers from the cut point (default
+``backbone.layer3.0.conv3``, the released code's) up to and including the embedding are
+frozen, and the rest learns, on the target modality, to regress F's embedding of the
+co-registered source image (MSE). At test time F embeds the source modality and G the
+target one, into one Euclidean space.
+
+Cross-modal gated attention (optional, step II only): at a mid-level stage of G the
+map is multiplied by ``1 + sigmoid(pool_c(guide))``, the guide being F's map of the
+paired source image at the same stage; at test time G gates itself with its own map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from crossreid.errors import UserError
+from crossreid.io import atomic_path
+from crossreid.losses import DistillationMSE
+from crossreid.methods.base import Batch, Method, Stage, StageContext, build_net, register_method, reid_losses
+from crossreid.modality import Modality
+from crossreid.models import STAGES, GatedAttention
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "depth"                  # teacher modality (the paper's best direction: depth -> RGB)
+    target: str = "rgb"                    # student modality
+    teacher_epochs: int | None = Field(None, ge=1)   # default: train.epochs
+    student_epochs: int | None = Field(None, ge=1)   # default: train.epochs
+    student_lr: float | None = Field(None, gt=0)     # default: optim.lr
+    copy_weights: bool = True              # Table 5 ablation switch
+    freeze: bool = True                    # Table 5 ablation switch
+    freeze_from: str = "backbone.layer3.0.conv3"   # first frozen parameter (released code)
+    frozen_bn: Literal["update", "freeze"] = "update"  # running stats of frozen BNs (code: update)
+    targets: Literal["online", "offline"] = "online"   # teacher embeddings per batch, or cached once
+    reduction: Literal["mean", "sum"] = "mean"         # paper Eq. 3: mean over the batch; code: sum
+    student_dropout: bool = False          # the released code drops out the student embedding before the MSE
+    attention: bool = False
+    attention_stage: str = "layer2"        # where G is gated (paper: "mid-level"; our default)
+    attention_pool: Literal["mean", "max"] = "mean"  # channel pooling (paper silent; our default)
+
+
+@register_method
+class CrossModalDistillation(Method):
+    name = "cross_modal_distillation"
+    Options = Options
+
+    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
+        super().__init__(cfg, num_classes, modalities)
+        o = self.options
+        self.source, self.target = Modality.parse(o.source), Modality.parse(o.target)
+        if self.source == self.target:
+            raise UserError("method.options: source and target modalities must differ")
+        missing = [str(m) for m in (self.source, self.target) if m not in modalities]
+        if missing:
+            raise UserError(f"cross_modal_distillation needs {', '.join(missing)} images; add them to "
+                            "data.modalities or use a dataset that has them")
+        if o.attention_stage not in STAGES[:-1]:
+            raise UserError(f"method.options.attention_stage: {o.attention_stage!r} must be one of {STAGES[:-1]}")
+        self.teacher = build_net(cfg, num_classes)
+        self.student = build_net(cfg, num_classes)
+        self.gate = GatedAttention(o.attention_pool) if o.attention else None
+        self.mse = DistillationMSE(o.reduction)
+        self._cache: torch.Tensor | None = None
+        self._cache_rows: dict[int, int] = {}
+        self._stage = "teacher"
+
+    @property
+    def embeddable(self) -> list[Modality]:
+        return [self.source, self.target]
+
+    def stages(self) -> list[Stage]:
+        o, epochs = self.options, self.cfg.train.epochs
+        frozen_student = self._frozen_student_names() if o.freeze else []
+        return [
+            Stage("teacher", o.teacher_epochs or epochs, modalities=[self.source], frozen=["student."],
+                  val_directions=[f"{self.source}->{self.source}"]),
+            Stage("student", o.student_epochs or epochs, modalities=[self.source, self.target], paired=True,
+                  frozen=["teacher."] + frozen_student, lr=o.student_lr,
+                  val_directions=[f"{self.target}->{self.source}", f"{self.source}->{self.target}"]),
+        ]
+
+    def _frozen_student_names(self) -> list[str]:
+        names = [n for n, _ in self.student.named_parameters()]
+        first = self.options.freeze_from
+        start = next((i for i, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
+        if start is None:
+            raise UserError(f"method.options.freeze_from: no parameter {first!r} in the student "
+                            f"(e.g. 'backbone.layer3.0.conv3' for ResNet-50, 'backbone.layer3.0.conv2' for ResNet-18)")
+        return [f"student.{n}" for n in names[start:]]
+
+    # ---------------------------------------------------------------- stages
+    def on_stage_start(self, stage: Stage, context: StageContext) -> None:
+        self._stage = stage.name
+        if stage.name != "student":
+            return
+        if not context.resumed and self.options.copy_weights:
+            self.student.load_state_dict(self.teacher.state_dict())
+        if self.options.targets == "offline":
+            self._cache_targets(context)
+
+    def train(self, mode: bool = True) -> "CrossModalDistillation":
+        super().train(mode)
+        if mode and self._stage == "student":
+            self.teacher.eval()  # frozen teacher: no dropout, fixed BN statistics
+            if self.options.freeze and self.options.frozen_bn == "freeze":
+                for name, module in self.student.named_modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and self._is_frozen(f"student.{name}"):
+                        module.eval()
+        return self
+
+    def _is_frozen(self, module_name: str) -> bool:
+        params = dict(self.named_parameters())
+        return f"{module_name}.weight" in params and not params[f"{module_name}.weight"].requires_grad
+
+    def _teacher_key(self) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.teacher.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @torch.no_grad()
+    def _cache_targets(self, context: StageContext) -> None:
+        """Teacher embeddings of every source training image (test-time view), cached on disk
+        under a key of the teacher's weights: a changed teacher gets a new cache."""
+        from crossreid.retrieval.extract import extract_features
+
+        rows = [i for i, s in enumerate(context.store.samples) if s.modality is self.source]
+        path = context.run_dir / "cache" / f"teacher-targets-{self._teacher_key()}.safetensors"
+        if path.is_file():
+            cached = load_file(str(path))
+            if cached["indices"].tolist() != rows:
+                raise UserError(f"{path}: teacher-target cache does not match the training pool; delete it")
+            targets = cached["targets"]
+        else:
+            targets = torch.from_numpy(extract_features(_TeacherEmbedder(self.teacher), context.store, rows,
+                                                        device=context.device))
+            with atomic_path(path) as tmp:
+                save_file({"indices": torch.tensor(rows), "targets": targets}, str(tmp))
+        self._cache, self._cache_rows = targets, {r: k for k, r in enumerate(rows)}
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+        if stage.name == "teacher":
+            return reid_losses(self.teacher(batch.images), batch.labels, self.cfg.loss)
+        src, tgt = batch.images[batch.block(self.source)], batch.images[batch.block(self.target)]
+        guide = None
+        if self.gate is not None:
+            with torch.no_grad():
+                guide = self.teacher.backbone.forward_stages(src, "stem", self.options.attention_stage)
+        embedding = self.student_forward(tgt, guide).embedding
+        if self.options.student_dropout:
+            embedding = self.student.head.dropout(embedding)
+        with torch.no_grad():
+            if self.options.targets == "offline":
+                src_rows = batch.indices[batch.block(self.source)]
+                target = self._cache[[self._cache_rows[i] for i in src_rows]].to(embedding.device)
+            else:
+                target = self.teacher(src).embedding
+        loss = self.mse(embedding.float(), target.float())
+        return {"mse": loss, "loss": loss}
+
+    def student_forward(self, images: torch.Tensor, guide: torch.Tensor | None = None):
+        """G's forward; with attention, gated by ``guide`` (training) or by itself (test)."""
+        if self.gate is None:
+            return self.student(images)
+        stage = self.options.attention_stage
+        x = self.student.backbone.forward_stages(images, "stem", stage)
+        x = self.gate(x, guide)
+        nxt = STAGES[STAGES.index(stage) + 1]
+        return self.student.forward_head(self.student.backbone.forward_stages(x, nxt, "layer4"))
+
+    def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        if modality == self.source:
+            return self.teacher(images).embedding
+        if modality == self.target:
+            return self.student_forward(images).embedding
+        raise UserError(f"cross_modal_distillation embeds {self.source} and {self.target}, not {modality}")
+
+
+class _TeacherEmbedder(nn.Module):
+    """Adapter so the feature extractor can run the teacher alone."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        super().__init__()
+        self.teacher = teacher
+
+    def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        return self.teacher(images).embedding
