@@ -21,7 +21,7 @@ CMC_LEVELS = ("image", "identity")
 DEFAULT_RANKS = (1, 5, 10, 20)
 _INDEX_BITS = 29          # gallery index bits packed below a float32 distance in a float64 key
 _COUNT_LIMIT = 192        # above this many matches per query a stable sort is cheaper than counting
-_CHUNK_ELEMENTS = 1 << 20  # default query chunk: about this many distances at once
+_CHUNK_ELEMENTS = 1 << 18  # default query chunk: about this many distances at once (cache-sized)
 
 
 @dataclass(frozen=True)
@@ -209,11 +209,13 @@ def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
     if removed is not None:
         key[removed] = np.inf
     key[rows, cols] = np.inf
-    before = np.empty((len(d), m_max), dtype=np.int64)
+    before = np.zeros((len(d), m_max), dtype=np.int64)
     block = max(1, (1 << 22) // max(1, key.size))
     for j in range(0, m_max, block):
         t = thresholds[:, j:j + block, None]
-        before[:, j:j + block] = (key[:, None, :] < t).view(np.uint8).sum(axis=2, dtype=np.int64)
+        for g in range(0, key.shape[1], 65535):  # uint16 sums are fast and cannot overflow here
+            below = key[:, None, g:g + 65535] < t
+            before[:, j:j + block] += below.view(np.uint8).sum(axis=2, dtype=np.uint16)
     ranks = before + np.arange(1, m_max + 1)
     first_block = (key < thresholds[:, :1]) if want_before else None
     return ranks, first_block
