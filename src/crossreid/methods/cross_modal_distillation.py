@@ -41,7 +41,7 @@ class Options(BaseModel):
     student_lr: float | None = Field(None, gt=0)     # default: optim.lr
     copy_weights: bool = True              # Table 5 ablation switch
     freeze: bool = True                    # Table 5 ablation switch
-    freeze_from: str = "backbone.layer3.0.conv3"   # first frozen parameter (released code)
+    freeze_from: str = "auto"              # first frozen parameter; auto = the released code's rule
     frozen_bn: Literal["update", "freeze"] = "update"  # running stats of frozen BNs (code: update)
     targets: Literal["online", "offline"] = "online"   # teacher embeddings per batch, or cached once
     reduction: Literal["mean", "sum"] = "mean"         # paper Eq. 3: mean over the batch; code: sum
@@ -91,13 +91,23 @@ class CrossModalDistillation(Method):
                   val_directions=[f"{self.target}->{self.source}", f"{self.source}->{self.target}"]),
         ]
 
+    def _cut_point(self) -> str:
+        """The released code froze from the first parameter with layer3's output width:
+        ``backbone.layer3.0.conv3`` for ResNet-50, ``backbone.layer3.0.conv1`` for ResNet-18/34."""
+        if self.options.freeze_from != "auto":
+            return self.options.freeze_from
+        layer3 = self.student.backbone.layer3
+        width = layer3[-1].last_bn().num_features
+        return next(f"backbone.layer3.{name}" for name, p in layer3.named_parameters()
+                    if p.dim() == 4 and p.shape[0] == width)
+
     def _frozen_student_names(self) -> list[str]:
         names = [n for n, _ in self.student.named_parameters()]
-        first = self.options.freeze_from
+        first = self._cut_point()
         start = next((i for i, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
         if start is None:
             raise UserError(f"method.options.freeze_from: no parameter {first!r} in the student "
-                            f"(e.g. 'backbone.layer3.0.conv3' for ResNet-50, 'backbone.layer3.0.conv2' for ResNet-18)")
+                            f"(e.g. 'backbone.layer3.0.conv3', or 'auto')")
         return [f"student.{n}" for n in names[start:]]
 
     # ---------------------------------------------------------------- stages

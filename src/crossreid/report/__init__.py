@@ -1,0 +1,1 @@
+"""Self-contained HTML reports: tables, CMC plots, ranked-list strips."""
