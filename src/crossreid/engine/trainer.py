@@ -234,7 +234,7 @@ class Trainer:
         results = evaluate_directions(self.method, self.val_catalog, self.val_store, self.val_store,
                                       directions, self.cfg.eval.metric,
                                       batch_size=self.cfg.eval.batch_size, device=self.device)
-        maps = [r.summary()["mAP"]["mean"] for r in results.values()]
-        out = {f"{d}/mAP": r.summary()["mAP"]["mean"] for d, r in results.items()}
+        maps = [r.mean()["map"] for r in results.values()]
+        out = {f"{d}/mAP": r.mean()["map"] for d, r in results.items()}
         out["mAP"] = float(np.mean(maps)) if maps else float("nan")
         return out

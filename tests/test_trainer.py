@@ -1,0 +1,88 @@
+"""The trainer end to end on the tiny dataset: run folder, checkpoints, resume, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from crossreid.config import load_config
+from crossreid.data.registry import load_dataset
+from crossreid.engine.checkpoint import load_checkpoint
+from crossreid.engine.runs import load_run
+from crossreid.engine.trainer import Trainer
+from crossreid.errors import UserError
+
+TINY = ["model.arch=resnet18", "data.height=32", "data.width=16", "train.ids_per_batch=2",
+        "train.images_per_id=2", "train.iterations_per_epoch=2", "train.progress=false",
+        "eval.directions=[rgb->depth,depth->rgb]"]
+
+
+def cfg(*extra):
+    return load_config(None, [*TINY, *extra])
+
+
+def test_fit_writes_run_folder(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / "run"
+    Trainer(cfg("train.epochs=2"), run, catalog, progress=False).fit()
+    for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "checkpoints/main-last.safetensors",
+                 "checkpoints/main-best.safetensors"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:
+        assert {"val/mAP", "val/rgb->depth/mAP", "val/depth->rgb/mAP", "loss", "images_per_s"} <= set(r)
+        assert 0.0 <= r["val/mAP"] <= 1.0
+    _, method = load_run(run)
+    assert not method.training
+
+
+def test_resume_continues_and_matches_uninterrupted(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    full = tmp_path / "full"
+    Trainer(cfg("train.epochs=3"), full, catalog, progress=False).fit()
+    part = tmp_path / "part"
+    Trainer(cfg("train.epochs=2"), part, catalog, progress=False).fit()
+    Trainer(cfg("train.epochs=3"), part, catalog, resume=True, progress=False).fit()
+    a, sa, _, _ = load_checkpoint(full / "checkpoints/main-last.safetensors")
+    b, sb, _, _ = load_checkpoint(part / "checkpoints/main-last.safetensors")
+    assert sa["epoch"] == sb["epoch"] == 2
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_run_folder_protection(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="nothing to resume"):
+        Trainer(cfg(), run, catalog, resume=True, progress=False)
+    run.mkdir()
+    (run / "mine.txt").write_text("user data")
+    with pytest.raises(UserError, match="--overwrite"):
+        Trainer(cfg(), run, catalog, progress=False)
+
+
+def test_bad_batch_and_modalities_fail_before_training(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    with pytest.raises(UserError, match="ids_per_batch=5"):
+        Trainer(cfg("train.ids_per_batch=5"), tmp_path / "a", catalog, progress=False).fit()
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    catalog.train = [s for s in catalog.train if s.modality.value != "ir"]
+    catalog.val = [s for s in catalog.val if s.modality.value != "ir"]
+    catalog.query = catalog.gallery = [s for s in catalog.query if s.modality.value != "ir"]
+    with pytest.raises(UserError, match="no ir images"):
+        Trainer(cfg(), tmp_path / "b", catalog, progress=False)
+    with pytest.raises(UserError, match="unknown method 'one_stram'; did you mean 'one_stream'"):
+        Trainer(cfg("method.name=one_stram", "data.modalities=[rgb,depth]"), tmp_path / "c", catalog, progress=False)
+
+
+def test_two_stage_distillation_runs(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / "hafner"
+    summary = Trainer(cfg("method.name=cross_modal_distillation", "data.modalities=[depth,rgb]",
+                          "model.head=embedding", "model.embedding_dim=16", "train.epochs=1",
+                          "method.options.attention=true"), run, catalog, progress=False).fit()
+    assert set(summary) == {"teacher", "student"}
+    assert (run / "checkpoints/teacher-best.safetensors").is_file()
+    cfg_, method = load_run(run)
+    assert [m.value for m in method.embeddable] == ["depth", "rgb"]
