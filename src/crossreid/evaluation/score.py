@@ -31,6 +31,8 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: features file not found; check the path")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable .npz file (not a zip archive); write it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
@@ -89,7 +91,7 @@ def _rows_for(path: Path, catalog: Catalog, paths: np.ndarray, used: dict[str, n
     """npz row of every used query/gallery sample; all npz paths must belong to the dataset."""
     row_of = {_norm(p if os.path.isabs(p) else catalog.root / p): i for i, p in enumerate(paths.tolist())}
     known = {_norm(s.path) for pool in ("train", "val", "query", "gallery") for s in catalog.pool(pool)}
-    unknown = [p for p, _ in sorted(row_of.items(), key=lambda kv: kv[1]) if p not in known]
+    unknown = [paths[i] for p, i in row_of.items() if p not in known]
     if unknown:
         raise UserError(f"{path}: {len(unknown)} of {len(paths)} paths are not in dataset {catalog.name!r} at "
                         f"{catalog.root} (first: {unknown[0]}); store paths relative to the dataset root")
