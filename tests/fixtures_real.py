@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import SHARED
@@ -120,3 +121,6 @@ def build_openreid(root: Path, meta: dict | Path, splits: list | Path | None = N
             splits = json.loads(splits.read_text())
         (root / "splits.json").write_text(json.dumps(splits))
     return root
+
+
+needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data (real split files) absent")
