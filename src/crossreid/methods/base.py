@@ -157,6 +157,9 @@ def register_method(cls: type[Method]) -> type[Method]:
 def _ensure_builtin() -> None:
     import crossreid.methods.cross_modal_distillation  # noqa: F401
     import crossreid.methods.one_stream  # noqa: F401
+    import crossreid.methods.two_stream  # noqa: F401
+    import crossreid.methods.zero_padding  # noqa: F401
+    import crossreid.methods.agw  # noqa: F401
 
 
 def method_names() -> list[str]:
