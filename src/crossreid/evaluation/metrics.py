@@ -81,10 +81,10 @@ class ExclusionRule:
         return qcodes, gcodes
 
     def mask(self, qcodes: Mapping[str, np.ndarray], gcodes: Mapping[str, np.ndarray],
-             rows: np.ndarray) -> np.ndarray | None:
+             rows: np.ndarray, clauses: Sequence[tuple[str, ...]] | None = None) -> np.ndarray | None:
         """Dense ``[len(rows), G]`` removal mask for the given query rows (None: nothing removed)."""
         out = None
-        for clause in self.clauses:
+        for clause in self.clauses if clauses is None else clauses:
             same = None
             for key in clause:
                 eq = qcodes[key][rows, None] == gcodes[key][None, :]
@@ -170,17 +170,15 @@ def _ragged(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _match_pairs(qpid: np.ndarray, gpid: np.ndarray, rule: ExclusionRule, qcodes, gcodes):
-    """All kept (query, gallery) pairs with equal ids, sorted by query then gallery index."""
+    """(query, gallery) pairs with equal ids, sorted by query then gallery index: kept, removed."""
     order = np.argsort(gpid, kind="stable")
     sorted_ids = gpid[order]
     lo = np.searchsorted(sorted_ids, qpid, side="left")
     hi = np.searchsorted(sorted_ids, qpid, side="right")
     qi, _, flat = _ragged(lo, hi - lo)
     gi = order[flat]
-    if rule.clauses:
-        keep = ~rule.pair_mask(qcodes, gcodes, qi, gi)
-        qi, gi = qi[keep], gi[keep]
-    return qi, gi
+    gone = rule.pair_mask(qcodes, gcodes, qi, gi)
+    return qi[~gone], gi[~gone], qi[gone], gi[gone]
 
 
 def _ordered_keys(d: np.ndarray) -> np.ndarray:
@@ -193,12 +191,19 @@ def _ordered_keys(d: np.ndarray) -> np.ndarray:
     key = np.add(d, 0.0, dtype=np.float64)  # exact; -0.0 becomes +0.0
     bits = key.view(np.int64)
     idx = np.arange(d.shape[1], dtype=np.int64)
-    neg = key < 0
-    if neg.any():
-        bits |= np.where(neg, (1 << _INDEX_BITS) - 1 - idx, idx)
+    if d.min() < 0:
+        bits |= np.where(key < 0, (1 << _INDEX_BITS) - 1 - idx, idx)
     else:
         bits |= idx
     return key
+
+
+def _remove(w: np.ndarray, removed) -> None:
+    """Push removed items out of every ranking: a dense mask and/or sparse (row, col) pairs."""
+    dense, rows, cols = removed
+    if dense is not None:
+        w[dense] = np.inf
+    w[rows, cols] = np.inf
 
 
 def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
@@ -206,8 +211,7 @@ def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
     thresholds = np.full((len(d), m_max), np.inf)
     thresholds[rows, pos] = key[rows, cols]
     thresholds.sort(axis=1)
-    if removed is not None:
-        key[removed] = np.inf
+    _remove(key, removed)
     key[rows, cols] = np.inf
     before = np.zeros((len(d), m_max), dtype=np.int64)
     block = max(1, (1 << 22) // max(1, key.size))
@@ -223,8 +227,7 @@ def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
 
 def _ranks_by_sorting(d, removed, rows, cols, pos, m_max, want_before):
     w = d.copy()
-    if removed is not None:
-        w[removed] = np.inf
+    _remove(w, removed)
     order = np.argsort(w, axis=1, kind="stable")
     place = np.empty_like(order)
     np.put_along_axis(place, order, np.broadcast_to(np.arange(w.shape[1]), w.shape), axis=1)
@@ -278,9 +281,12 @@ def compute_metrics(query_ids: Sequence[int], gallery_ids: Sequence[int],
     qcols = {"pid": qpid, **({"cam": query_cams} if query_cams is not None else {}), **(query_keys or {})}
     gcols = {"pid": gpid, **({"cam": gallery_cams} if gallery_cams is not None else {}), **(gallery_keys or {})}
     qcodes, gcodes = exclusion.encode(qcols, gcols)
-    qi, gi = _match_pairs(qpid, gpid, exclusion, qcodes, gcodes)
+    qi, gi, rqi, rgi = _match_pairs(qpid, gpid, exclusion, qcodes, gcodes)
     m_all = np.bincount(qi, minlength=nq)
     pair_start = np.cumsum(m_all) - m_all
+    r_all = np.bincount(rqi, minlength=nq)  # same-id pairs removed by the rule
+    r_start = np.cumsum(r_all) - r_all
+    dense_clauses = [c for c in exclusion.clauses if "pid" not in c]  # others only remove same-id pairs
     valid = np.flatnonzero(m_all > 0)
     valid = valid[np.argsort(m_all[valid], kind="stable")]  # similar match counts share a chunk
     dedup = cmc == "identity"
@@ -302,7 +308,9 @@ def compute_metrics(query_ids: Sequence[int], gallery_ids: Sequence[int],
             d = d.astype(np.float64)
         elif d.dtype.itemsize < 4:
             d = d.astype(np.float32)
-        removed = exclusion.mask(qcodes, gcodes, idx)
+        r_rows, _, r_flat = _ragged(r_start[idx], r_all[idx])
+        dense = exclusion.mask(qcodes, gcodes, idx, dense_clauses) if dense_clauses else None
+        removed = (dense, r_rows, rgi[r_flat])
         use_count = method == "count" or (method == "auto" and m_max <= _COUNT_LIMIT)
         use_count = use_count and d.dtype == np.float32 and ng < (1 << _INDEX_BITS)
         kernel = _ranks_by_counting if use_count else _ranks_by_sorting
