@@ -24,6 +24,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     dataset: str = "synthetic"
     root: Optional[str] = None  # None with dataset "synthetic": generate (or reuse) the cached default
+    options: dict[str, Any] = Field(default_factory=dict)  # loader options, e.g. {trial: 3} for RegDB
     synth: dict[str, Any] = Field(default_factory=dict)  # crossreid.data.synth.SynthParams fields
     height: int = Field(128, ge=16)
     width: int = Field(64, ge=8)

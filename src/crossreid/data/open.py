@@ -12,5 +12,5 @@ def open_catalog(data: DataConfig, progress: bool = True) -> Catalog:
         from crossreid.data.synth import SynthParams, cached_dataset
 
         root = cached_dataset(SynthParams(**data.synth), progress=progress)
-        return load_dataset("synthetic", root)
-    return load_dataset(data.dataset, data.root)
+        return load_dataset("synthetic", root, **data.options)
+    return load_dataset(data.dataset, data.root, **data.options)

@@ -41,8 +41,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def lr_factor(epoch: int, schedule) -> float:
     """Multiplier of the base learning rate at ``epoch`` (0-based), warm-up included."""
     if epoch < schedule.warmup_epochs:
+        # Linear from warmup_factor (epoch 0) to 1 (last warm-up epoch); factor 1/W gives AGW's (e+1)/W.
         w = schedule.warmup_factor
-        return w + (1.0 - w) * epoch / schedule.warmup_epochs
+        return w + (1.0 - w) * epoch / max(1, schedule.warmup_epochs - 1)
     if schedule.name == "step":
         return schedule.gamma ** sum(epoch >= m for m in schedule.milestones)
     return 1.0

@@ -106,6 +106,15 @@ class Method(nn.Module, abc.ABC):
         """Modalities this method can embed at test time."""
         return list(self.modalities)
 
+    def check_modality(self, modality: Modality | str) -> Modality:
+        """``modality`` parsed; a UserError if this method cannot embed it."""
+        m = Modality.parse(modality)
+        if m not in self.embeddable:
+            known = ", ".join(str(k) for k in self.embeddable)
+            raise UserError(f"method {self.name!r} was built for modalities [{known}], not {m}; "
+                            f"add {m} to data.modalities and retrain")
+        return m
+
     def stages(self) -> list[Stage]:
         return [Stage("main", self.cfg.train.epochs)]
 
@@ -135,13 +144,14 @@ class Method(nn.Module, abc.ABC):
         return [g for g in groups if g["params"]]
 
 
-def build_net(cfg: "RunConfig", num_classes: int) -> nn.Module:
-    """The configured re-ID network (backbone + pooling + head)."""
+def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
+    """The configured re-ID network (backbone + pooling + head); ``overrides`` go to ``build_model``."""
     from crossreid.models import build_model
 
     m = cfg.model
-    return build_model(arch=m.arch, num_classes=num_classes, last_stride=m.last_stride, pooling=m.pooling,
-                       head=m.head, embedding_dim=m.embedding_dim, dropout=m.dropout, pretrained=m.pretrained)
+    kwargs = dict(arch=m.arch, num_classes=num_classes, last_stride=m.last_stride, pooling=m.pooling,
+                  head=m.head, embedding_dim=m.embedding_dim, dropout=m.dropout, pretrained=m.pretrained)
+    return build_model(**{**kwargs, **overrides})
 
 
 _METHODS: dict[str, type[Method]] = {}

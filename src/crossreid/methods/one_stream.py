@@ -25,4 +25,5 @@ class OneStream(Method):
         return reid_losses(self.net(batch.images), batch.labels, self.cfg.loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        self.check_modality(modality)
         return self.net(images).embedding

@@ -14,7 +14,6 @@ import abc
 
 import torch
 
-from crossreid.errors import UserError
 from crossreid.methods.base import Batch, Method, Stage, reid_losses
 from crossreid.modality import Modality
 from crossreid.models import HeadOutput
@@ -34,14 +33,6 @@ class RoutedMethod(Method):
     @abc.abstractmethod
     def shared(self, x: torch.Tensor) -> torch.Tensor:
         """The shared part, from routed tensors to the layer4 feature map."""
-
-    def check_modality(self, modality: Modality | str) -> Modality:
-        m = Modality.parse(modality)
-        if m not in self.embeddable:
-            known = ", ".join(str(k) for k in self.embeddable)
-            raise UserError(f"method {self.name!r} was built for modalities [{known}], not {m}; "
-                            f"add {m} to data.modalities and retrain")
-        return m
 
     def forward_batch(self, batch: Batch) -> HeadOutput:
         """Head outputs of a whole modality-major batch, rows in batch order."""
