@@ -103,15 +103,18 @@ def check_dataset(name: str, root: str | Path | None = None, decode_images: bool
     entry = get_entry(name)
     path = resolve_root(name, root)
     report = CheckReport(name=name, root=path, options=dict(options), decode=decode_images)
-    if "check_files" in inspect.signature(entry.loader).parameters:
+    signature = inspect.signature(entry.loader)
+    try:
+        signature.bind(path, **options)
+    except TypeError as exc:
+        raise UserError(f"dataset {name!r}: bad option ({exc}); see docs/datasets.md for its options") from None
+    if "check_files" in signature.parameters:
         options = {**options, "check_files": False}
     try:
         catalog = entry.loader(path, **options)
     except UserError as exc:
         report.problems.append(str(exc))
         return report
-    except TypeError as exc:
-        raise UserError(f"dataset {name!r}: bad option ({exc}); see docs/datasets.md for its options") from None
 
     for pool in POOLS:
         samples = catalog.pool(pool)
