@@ -143,6 +143,69 @@ def evaluate_cmd(run: str, dataset: str | None, root: str | None, directions: tu
         write_json(json_out, {d: r.to_json() for d, r in results.items()})
 
 
+def _parse_options(items: tuple[str, ...], what: str) -> dict:
+    """``key=value`` pairs (values parsed as YAML scalars) into a dict."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {item!r} is not of the form key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@cli.command("score")
+@click.argument("features", type=click.Path(dir_okay=False))
+@click.option("--protocol", required=True, help="Protocol name (see `crossreid protocols`).")
+@click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
+              help="Protocol option, e.g. --option query=ir --option gallery=rgb (repeatable).")
+@click.option("--dataset", help="Take ids/cameras/modalities from this dataset's catalog (matched by path).")
+@click.option("--root", type=click.Path(file_okay=False), help="The dataset's root folder.")
+@click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], dataset: str | None,
+              root: str | None, data_options: tuple[str, ...], metric: str, json_out: str | None) -> None:
+    """Score a features file (.npz with paths and features) under a named protocol."""
+    from crossreid.evaluation.score import score_features
+
+    result = score_features(features, protocol, _parse_options(protocol_options, "--option"), dataset=dataset,
+                            root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"))
+    click.echo(result.format_table())
+    if json_out:
+        result.save(json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@cli.command("protocols")
+def protocols_cmd() -> None:
+    """List the registered evaluation protocols."""
+    from crossreid.evaluation.protocols import protocol_names
+
+    for name in protocol_names():
+        click.echo(name)
+
+
+@cli.command("check")
+@click.argument("dataset")
+@click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (default: $CROSSREID_DATA/<name>).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
+@click.option("--no-decode", is_flag=True, help="Only check that files exist; do not decode them.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def check_cmd(dataset: str, root: str | None, options: tuple[str, ...], no_decode: bool, quiet: bool) -> None:
+    """Validate a dataset folder: counts per pool, modality and camera; missing or corrupt files."""
+    from crossreid.data.datasets.check import check_dataset
+
+    report = check_dataset(dataset, root, decode_images=not no_decode, progress=not quiet,
+                           **_parse_options(options, "--option"))
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="crossreid")
 

@@ -114,7 +114,8 @@ def _pool_features(feats: np.ndarray, n: int, idx: np.ndarray, rows: np.ndarray)
 
 def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    protocol_options: Mapping[str, Any] | None = None, dataset: str | None = None,
-                   root: str | os.PathLike | None = None, metric: str | None = "euclidean") -> ProtocolResult:
+                   root: str | os.PathLike | None = None, metric: str | None = "euclidean",
+                   dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
     """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol)."""
     path = Path(features_path)
     data = load_features(path)
@@ -123,7 +124,7 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
         return evaluate_protocol(proto, catalog, feats, feats, metric)
-    catalog = load_dataset(dataset, root)
+    catalog = load_dataset(dataset, root, **dict(dataset_options or {}))
     trials = proto.trials(catalog)
     used = {"query": np.unique(np.concatenate([t.query for t in trials])),
             "gallery": np.unique(np.concatenate([t.gallery for t in trials]))}
