@@ -206,6 +206,32 @@ def check_cmd(dataset: str, root: str | None, options: tuple[str, ...], no_decod
         raise click.exceptions.Exit(1)
 
 
+@cli.command("reproduce")
+@click.argument("paper", type=click.Choice(["hafner"]))
+@click.option("--out", type=click.Path(file_okay=False), default="runs/reproduce-hafner", show_default=True,
+              help="Folder for every run; finished runs are reused.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds.")
+@click.option("--only", help="Comma-separated experiment names (default: all).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for every run.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), help="Write the markdown tables here.")
+@click.option("--overwrite", is_flag=True, help="Re-run experiments that already have results.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def reproduce_cmd(paper: str, out: str, seeds: str, only: str | None, overrides: tuple[str, ...],
+                  table_path: str | None, overwrite: bool, quiet: bool) -> None:
+    """Re-run a paper's experiments on the synthetic data and print tables shaped like the paper's."""
+    from crossreid.reproduce import run_hafner, write_hafner_tables
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    names = [n.strip() for n in only.split(",")] if only else None
+    summary = run_hafner(Path(out), seed_list, names, list(overrides), overwrite, progress=not quiet)
+    note = (f"Synthetic data (`crossreid synth` defaults), {len(seed_list)} seed(s); mean ± std over seeds, percent. "
+            "Not comparable with the paper's BIWI / RobotPKU figures.")
+    click.echo(write_hafner_tables(summary, Path(table_path or Path(out) / "tables.md"), note))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="crossreid")
 

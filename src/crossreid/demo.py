@@ -10,10 +10,8 @@ import click
 from crossreid import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
-from crossreid.data.pipeline import ImageStore
-from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
-from crossreid.evaluation.runner import evaluate_directions, pool_features
+from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import write_json
 
 # (label, shipped config): every config shares the demo's data section, so one dataset serves all.
@@ -30,19 +28,13 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     base = configs["one_stream"]
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
-    query_store = ImageStore(catalog.query, base.data.height, base.data.width)
-    gallery_store = query_store if catalog.gallery is catalog.query else \
-        ImageStore(catalog.gallery, base.data.height, base.data.width)
+    stores = TestStores.of(catalog, base.data.height, base.data.width)
     results: dict = {}
     features: dict = {}
     for label, cfg in configs.items():
         click.echo(f"training {label} ({cfg.method.name}, {cfg.model.arch}, {cfg.data.height}x{cfg.data.width})")
-        trainer = Trainer(cfg, out / label, catalog, overwrite=overwrite, progress=progress)
-        trainer.fit()
-        features[label] = pool_features(trainer.method, catalog, query_store, gallery_store,
-                                        cfg.eval.batch_size, trainer.device)
-        results[label] = evaluate_directions(trainer.method, catalog, query_store, gallery_store,
-                                             cfg.eval.directions, cfg.eval.metric, features=features[label])
+        run = train_and_evaluate(cfg, out / label, catalog, stores, overwrite=overwrite, progress=progress)
+        results[label], features[label] = run.results, run.features
     elapsed = time.perf_counter() - start
     payload = {
         "crossreid": __version__,
@@ -54,7 +46,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     write_json(out / "results.json", payload)
     from crossreid.report.html import write_report
 
-    write_report(out / "report.html", results, catalog, query_store, gallery_store,
+    write_report(out / "report.html", results, catalog, stores.query, stores.gallery,
                  title="crossreid demo (synthetic data)", features=features, metric=base.eval.metric,
                  notes=[f"Wall time {elapsed:.0f} s for generation (or cache reuse), training and evaluation."])
     click.echo(format_results(results))

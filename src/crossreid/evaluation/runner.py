@@ -33,7 +33,8 @@ def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_sto
 def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
                         directions: Sequence[str], metric: str = "euclidean", protocol: str = "synthetic",
                         batch_size: int = 128, device="cpu", progress: bool = False,
-                        features: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                        features: tuple[np.ndarray, np.ndarray] | None = None,
+                        protocol_options: dict | None = None) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog has."""
     from crossreid.evaluation.protocols import evaluate_protocol, get_protocol
 
@@ -43,5 +44,6 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     if not wanted:
         return {}
     qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
-    return {d: evaluate_protocol(get_protocol(protocol, query=q, gallery=g), catalog, qf, gf, metric)
+    return {d: evaluate_protocol(get_protocol(protocol, query=q, gallery=g, **(protocol_options or {})),
+                                 catalog, qf, gf, metric)
             for d, q, g in wanted}
