@@ -48,6 +48,10 @@ class Protocol(ABC):
     def describe(self) -> dict[str, Any]:
         """name, direction, trials, shots, distance, re_ranking, cmc, exclusion (JSON-ready)."""
 
+    def aggregate(self, per_trial: list[Metrics]) -> list[Metrics]:
+        """The reported trials' metrics from those of ``trials()`` (default: unchanged)."""
+        return per_trial
+
 
 _PROTOCOLS: dict[str, Callable[..., Protocol]] = {}
 
@@ -61,12 +65,25 @@ def register_protocol(name: str) -> Callable:
     return wrap
 
 
+_BUILTIN = ("sysu_protocols", "regdb_protocols", "llcm_protocols", "rgbd_protocols")
+
+
+def _load_builtin() -> None:
+    """Import the dataset protocol modules; importing registers them."""
+    import importlib
+
+    for module in _BUILTIN:
+        importlib.import_module(f"crossreid.evaluation.{module}")
+
+
 def protocol_names() -> list[str]:
+    _load_builtin()
     return sorted(_PROTOCOLS)
 
 
 def get_protocol(name: str, **options: Any) -> Protocol:
     """Build a registered protocol; unknown names and options are user errors."""
+    _load_builtin()
     if name not in _PROTOCOLS:
         close = difflib.get_close_matches(name, list(_PROTOCOLS), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(protocol_names())}"
@@ -144,7 +161,8 @@ class SyntheticProtocol(Protocol):
         }
 
 
-def _columns(samples: list) -> dict[str, Any]:
+def sample_columns(samples: list) -> dict[str, Any]:
+    """Key columns (pid, cam, frame, sequence, modality) for exclusion rules."""
     cols = sample_arrays(samples)
     return {"pid": cols["pids"], "cam": cols["cams"], "frame": cols["frames"],
             "sequence": cols["sequences"], "modality": cols["modalities"]}
@@ -159,11 +177,12 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
             raise ValueError(f"{len(feats)} {pool} features for {len(catalog.pool(pool))} {pool} samples")
     per_trial: list[Metrics] = []
     for trial in protocol.trials(catalog):
-        q = _columns([catalog.query[i] for i in trial.query])
-        g = _columns([catalog.gallery[i] for i in trial.gallery])
+        q = sample_columns([catalog.query[i] for i in trial.query])
+        g = sample_columns([catalog.gallery[i] for i in trial.gallery])
         per_trial.append(compute_metrics(
             q["pid"], g["pid"], q["cam"], g["cam"],
             query_features=query_features[trial.query], gallery_features=gallery_features[trial.gallery],
             metric=metric, exclusion=trial.exclusion, query_keys=q, gallery_keys=g,
             cmc=trial.cmc, chunk_size=chunk_size))
-    return ProtocolResult({**protocol.describe(), "distance": metric}, metric, per_trial, dataset=catalog.name)
+    return ProtocolResult({**protocol.describe(), "distance": metric}, metric, protocol.aggregate(per_trial),
+                          dataset=catalog.name)

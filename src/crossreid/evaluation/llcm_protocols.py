@@ -1,0 +1,74 @@
+"""LLCM protocol (datasets.md §3.4-3.6), DEEN-compatible.
+
+The query is every test image of the query modality; the gallery of trial t = 0..9 is the
+DEEN draw: ``random.seed(t)``, then per test id (sorted) and per camera of the gallery
+modality (VIS cam1..9, NIR cam1, 2, 4..9) one ``random.choice`` over the sorted folder.
+Gallery items with the query's id and camera number are removed (a VIS and a NIR camera with
+one number are one physical camera); CMC is identity-level.
+
+``deen_compat=True`` with ``direction="rgb->ir"`` reproduces DEEN's ``test_mode=[2,1]``,
+which transposes the distances: the scored probes are the sampled NIR images and the gallery
+is every VIS image (its numbers are not VIS→IR in the natural sense). ``gallery="full"`` is a
+separate, non-official mode: one trial, the whole test set of the gallery modality.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossreid.data.samples import Catalog
+from crossreid.errors import UserError
+from crossreid.evaluation.metrics import SAME_ID_AND_CAMERA
+from crossreid.evaluation.protocols import Trial, register_protocol
+from crossreid.evaluation.sampling import (DatasetProtocol, bool_option, option_in, parse_direction,
+                                           python_random_gallery, require_nonempty, select)
+from crossreid.modality import Modality
+
+CAMERAS = {Modality.RGB: (1, 2, 3, 4, 5, 6, 7, 8, 9), Modality.IR: (1, 2, 4, 5, 6, 7, 8, 9)}
+DIRECTIONS = ((Modality.IR, Modality.RGB), (Modality.RGB, Modality.IR))
+TRIALS = 10
+
+
+@register_protocol("llcm")
+class LLCMProtocol(DatasetProtocol):
+    """``direction`` ``ir->rgb`` (default) or ``rgb->ir``; ``gallery`` ``sampled`` (official) or ``full``."""
+
+    name = "llcm"
+    exclusion = SAME_ID_AND_CAMERA
+
+    def __init__(self, direction: str = "ir->rgb", gallery: str = "sampled", deen_compat: bool = False,
+                 distance: str = "euclidean"):
+        self.query_modality, self.gallery_modality = parse_direction(direction, DIRECTIONS, self.name)
+        self.gallery = option_in(gallery, ("sampled", "full"), self.name, "gallery")
+        self.deen_compat = bool_option(deen_compat, self.name, "deen_compat")
+        if self.deen_compat and self.gallery == "full":
+            raise UserError("protocol 'llcm': deen_compat=true reproduces DEEN's sampled galleries; "
+                            "drop it or use gallery=sampled")
+        self.transposed = self.deen_compat and self.query_modality is Modality.RGB
+        self.set_common(distance, "identity")
+        self.direction = f"{self.query_modality}->{self.gallery_modality}"
+        if self.transposed:
+            self.direction += " (deen_compat: sampled ir probes vs all rgb)"
+        self.num_trials = TRIALS if self.gallery == "sampled" else 1
+        self.shots = 1 if self.gallery == "sampled" else "all"
+        self.sampling = ("none: full gallery (not the official protocol)" if self.gallery == "full" else
+                         "python random.seed(t), t=0..9; one random.choice per (id, cam), DEEN call order")
+
+    def trials(self, catalog: Catalog) -> list[Trial]:
+        fix = "load it with the llcm dataset (query and gallery pools hold both modalities)"
+        query = require_nonempty(select(catalog.query, self.query_modality), catalog,
+                                 f"{self.query_modality} query images", fix)
+        gallery = require_nonempty(select(catalog.gallery, self.gallery_modality), catalog,
+                                   f"{self.gallery_modality} gallery images", fix)
+        if self.gallery == "full":
+            return [Trial(query, gallery, self.exclusion, self.cmc)]
+        if self.transposed:
+            nir = require_nonempty(select(catalog.query, Modality.IR), catalog, "ir query images", fix)
+            return [Trial(python_random_gallery(catalog.query, nir, CAMERAS[Modality.IR], seed=t),
+                          select(catalog.gallery, Modality.RGB), self.exclusion, self.cmc) for t in range(TRIALS)]
+        cams = CAMERAS[self.gallery_modality]
+        return [Trial(query, python_random_gallery(catalog.gallery, gallery, cams, seed=t), self.exclusion, self.cmc)
+                for t in range(TRIALS)]
+
+    def extra(self) -> dict[str, Any]:
+        return {"gallery": self.gallery, "deen_compat": self.deen_compat}
