@@ -100,6 +100,11 @@ class TrainConfig(_Strict):
     random_erasing: float = Field(0.5, ge=0, le=1)
     validate_every: int = Field(1, ge=1)
     progress: bool = True
+    checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)
+    disk_cache: bool = False      # keep resized images as float16 .npy under cache_dir, reused across runs
+    cache_dir: Optional[str] = None  # default: $CROSSREID_CACHE/images or ~/.cache/crossreid/images
+    decode_workers: int = Field(2, ge=1)  # threads for the first decode
+    sync_bn: bool = False         # SyncBatchNorm across ranks (CUDA only)
 
 
 class EvalConfig(_Strict):

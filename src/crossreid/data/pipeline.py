@@ -1,14 +1,19 @@
-"""The input path: decode once, resize, cache in memory, augment whole batches in torch.
+"""The input path: decode once, resize, cache in memory or on disk, augment whole batches in torch.
 
 Images are decoded with Pillow a single time (in parallel threads on first use),
 resized to the model size and kept as float16 tensors (1 channel for depth and IR,
-3 for RGB). Batches are assembled from the cache and augmented on the batch tensor,
-so training is bound by the model, not by JPEG/PNG decoding.
+3 for RGB). With a disk cache they go to one ``.npy`` file of channel planes, keyed
+by the dataset root, the image size and every file's path, size and mtime, which
+later runs memory-map instead of decoding. Batches are assembled from the cache and
+augmented on the batch tensor, so training is bound by the model, not by decoding.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +23,7 @@ from tqdm import tqdm
 
 from crossreid.data.images import decode, depth_to_unit
 from crossreid.data.samples import Sample
+from crossreid.io import atomic_path
 from crossreid.modality import Modality
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,29 +44,72 @@ def load_resized(sample: Sample, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(chw)).to(torch.float16)
 
 
+def channels(modality: Modality) -> int:
+    """Channels ``load_resized`` gives a modality: 3 for RGB, 1 for depth and IR."""
+    return 3 if modality is Modality.RGB else 1
+
+
 class ImageStore:
-    """Decoded, resized images of a list of samples, cached on first access."""
+    """Decoded, resized images of a list of samples, cached on first access.
+
+    ``disk_dir``: keep them in a float16 ``.npy`` there instead (built by ``preload``,
+    memory-mapped by every later store over the same files and size).
+    """
 
     def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: bool = True,
-                 threads: int = 2) -> None:
+                 threads: int = 2, disk_dir: str | Path | None = None, root: str | Path | None = None) -> None:
         self.samples, self.height, self.width = list(samples), height, width
         self.cache = cache
         self.threads = threads
+        self.disk_dir, self.root = (Path(disk_dir) if disk_dir else None), root
         self._cache: dict[int, torch.Tensor] = {}
+        self._planes: np.ndarray | None = None
+        self._offsets = np.cumsum([0] + [channels(s.modality) for s in self.samples])
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def disk_path(self) -> Path:
+        """The cache file for these samples at this size (whether or not it exists)."""
+        files = []
+        for s in self.samples:
+            st = Path(s.path).stat() if Path(s.path).exists() else None
+            files.append([str(s.path), s.modality.value, st.st_size if st else -1, st.st_mtime_ns if st else -1])
+        key = json.dumps([str(self.root or ""), self.height, self.width, files])
+        return self.disk_dir / f"images-{self.height}x{self.width}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
+
+    def _decoded(self, todo: list[int], progress: bool, desc: str):
+        with ThreadPoolExecutor(self.threads) as pool:
+            results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width)), todo)
+            yield from tqdm(results, total=len(todo), desc=desc, disable=not progress, leave=False)
+
+    def _open_disk(self, progress: bool, desc: str) -> None:
+        path = self.disk_path()
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                planes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                   shape=(int(self._offsets[-1]), self.height, self.width))
+                for i, tensor in self._decoded(list(range(len(self.samples))), progress, desc):
+                    planes[self._offsets[i]:self._offsets[i + 1]] = tensor.numpy()
+                planes.flush()
+                del planes
+        self._planes = np.load(path, mmap_mode="r")
+
     def preload(self, progress: bool = True, desc: str = "decoding images") -> None:
+        if self.disk_dir is not None:
+            if self._planes is None:
+                self._open_disk(progress, desc)
+            return
         todo = [i for i in range(len(self.samples)) if i not in self._cache]
         if not todo or not self.cache:
             return
-        with ThreadPoolExecutor(self.threads) as pool:
-            results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width)), todo)
-            for i, tensor in tqdm(results, total=len(todo), desc=desc, disable=not progress, leave=False):
-                self._cache[i] = tensor
+        for i, tensor in self._decoded(todo, progress, desc):
+            self._cache[i] = tensor
 
     def get(self, index: int) -> torch.Tensor:
+        if self.disk_dir is not None:
+            self.preload(progress=False)
+            return torch.from_numpy(np.array(self._planes[self._offsets[index]:self._offsets[index + 1]]))
         tensor = self._cache.get(index)
         if tensor is None:
             tensor = load_resized(self.samples[index], self.height, self.width)

@@ -23,14 +23,24 @@ class CrossModalIdentitySampler:
 
     Identities present in every modality are eligible. Images are drawn without
     replacement while an identity has enough, else with replacement. The draw is a
-    pure function of ``(seed, epoch)``.
+    pure function of ``(seed, epoch)``, so ``start`` (batches already done) resumes an
+    epoch exactly.
+
+    Distributed: with ``world`` > 1, iteration yields rank ``rank``'s share of every
+    global batch: P / world of its identities, all their images in every modality,
+    still modality-major and row-aligned. The global batches are the same for any
+    world size; ``global_batches`` and ``shard`` expose them.
     """
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[Modality], ids_per_batch: int,
                  images_per_id: int, paired: bool = False, seed: int = 0,
-                 iterations: int | None = None) -> None:
+                 iterations: int | None = None, rank: int = 0, world: int = 1) -> None:
         self.modalities = [Modality.parse(m) for m in modalities]
         self.P, self.K, self.paired, self.seed = ids_per_batch, images_per_id, paired, seed
+        if ids_per_batch % world:
+            raise UserError(f"train.ids_per_batch={ids_per_batch} does not split over {world} processes; "
+                            f"use a multiple of {world}")
+        self.rank, self.world = rank, world
         self.by_id: dict[Modality, dict[int, list[int]]] = {m: defaultdict(list) for m in self.modalities}
         for i, s in enumerate(samples):
             if s.modality in self.by_id:
@@ -78,10 +88,21 @@ class CrossModalIdentitySampler:
         replace = len(pool) < self.K
         return [pool[j] for j in rng.choice(len(pool), size=self.K, replace=replace)]
 
+    def shard(self, batch: Sequence[int] | None = None) -> list[int]:
+        """Positions of this rank's rows in a global batch (all positions when alone)."""
+        per_mod, share = self.P * self.K, self.P // self.world * self.K
+        pos = [m * per_mod + self.rank * share + j for m in range(len(self.modalities)) for j in range(share)]
+        return pos if batch is None else [batch[p] for p in pos]
+
     def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield self.shard(batch) if self.world > 1 else batch
+
+    def global_batches(self, start: int = 0) -> Iterator[list[int]]:
+        """The epoch's global batches from batch ``start`` on (the draw of earlier ones is replayed)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         first, rest = self.modalities[0], self.modalities[1:]
-        for _ in range(self.iterations):
+        for step in range(self.iterations):
             pids = [self.pids[j] for j in rng.choice(len(self.pids), size=self.P, replace=False)]
             blocks: dict[Modality, list[int]] = {m: [] for m in self.modalities}
             for pid in pids:
@@ -94,4 +115,5 @@ class CrossModalIdentitySampler:
                 else:
                     for m in self.modalities:
                         blocks[m] += self._draw(rng, self.by_id[m][pid])
-            yield [i for m in self.modalities for i in blocks[m]]
+            if step >= start:
+                yield [i for m in self.modalities for i in blocks[m]]

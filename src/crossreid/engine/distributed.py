@@ -1,0 +1,120 @@
+"""Distributed data parallel from the ``torchrun`` environment (gloo on CPU, nccl on CUDA).
+
+Without ``WORLD_SIZE`` > 1 every helper is a no-op for a single process, so the same
+trainer code runs alone or under ``torchrun --nproc_per_node N -m crossreid train ...``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from crossreid.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: ``rank`` of ``world`` processes, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_from_env() -> Dist:
+    """Join the process group that torchrun's RANK/WORLD_SIZE/MASTER_* variables describe."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_available():
+            raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process")
+        dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return Dist(rank, world, local)
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def broadcast_object(d: Dist, obj):
+    """``obj`` of rank 0, on every rank."""
+    if not d.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_mean(d: Dist, values: dict[str, float]) -> dict[str, float]:
+    """Mean over ranks of each value (same keys on every rank)."""
+    if not d.active:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / d.world for k, v in zip(keys, t.tolist())}
+
+
+def all_sum(d: Dist, value: float) -> float:
+    if not d.active:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def gather_rows(d: Dist, rows: np.ndarray, total: int) -> np.ndarray:
+    """Concatenate each rank's rows ``rank::world`` of a ``total``-row array back into order."""
+    if not d.active:
+        return rows
+    parts: list = [None] * d.world
+    dist.all_gather_object(parts, rows)
+    dim = next(p.shape[1] for p in parts if p.size)
+    out = np.empty((total, dim), dtype=np.float32)
+    for r, part in enumerate(parts):
+        if part.size:
+            out[r::d.world] = part
+    return out
+
+
+def broadcast_module(d: Dist, module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank, in place."""
+    if not d.active:
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_objects(d: Dist, obj) -> list:
+    """Every rank's ``obj``, in rank order (a one-item list when alone)."""
+    if not d.active:
+        return [obj]
+    out: list = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out

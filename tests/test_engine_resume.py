@@ -1,0 +1,100 @@
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed ends bit-identical; bad resumes fail."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossreid.config import load_config
+from crossreid.data.registry import load_dataset
+from crossreid.engine.checkpoint import load_checkpoint
+from crossreid.engine.trainer import Trainer
+from crossreid.errors import UserError
+
+TINY = ["model.arch=resnet18", "data.height=32", "data.width=16", "train.ids_per_batch=2",
+        "train.images_per_id=2", "train.iterations_per_epoch=3", "train.progress=false", "train.threads=1",
+        "eval.directions=[rgb->depth,depth->rgb]", "train.epochs=2", "train.checkpoint_every_steps=1"]
+
+# Runs a Trainer, but parks (sleeps) right after the mid-epoch checkpoint of epoch 1, step 2 is on
+# disk, announcing it with a marker file, so the test can SIGKILL it at a known point.
+CHILD = r"""
+import sys, time
+from pathlib import Path
+import crossreid.engine.trainer as tr
+from crossreid.config import load_config
+from crossreid.data.registry import load_dataset
+
+root, run, marker, *overrides = sys.argv[1:]
+original = tr.save_checkpoint
+def parked(path, model, state, *args):
+    original(path, model, state, *args)
+    if not state["epoch_done"] and (state["epoch"], state["step"]) == (1, 2):
+        Path(marker).write_text("checkpoint written")
+        time.sleep(600)
+tr.save_checkpoint = parked
+tr.Trainer(load_config(None, overrides), run, load_dataset("generic", root), progress=False).fit()
+"""
+
+
+def metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    full = tmp_path / "full"
+    Trainer(load_config(None, TINY), full, catalog, progress=False).fit()
+
+    run, marker = tmp_path / "killed", tmp_path / "parked"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_root), str(run), str(marker), *TINY],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert child.poll() is None, child.stdout.read().decode()
+        assert time.time() < deadline, "child never reached the mid-epoch checkpoint"
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    _, state, _, _ = load_checkpoint(run / "checkpoints/main-last.safetensors")
+    assert (state["epoch"], state["step"], state["epoch_done"]) == (1, 2, False)
+    assert not (run / "model.safetensors").exists()
+
+    Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
+    a, _, _, _ = load_checkpoint(full / "checkpoints/main-last.safetensors")
+    b, _, _, _ = load_checkpoint(run / "checkpoints/main-last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert metrics(run) == metrics(full)
+
+
+def test_resume_refuses_other_config_and_other_method(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / "run"
+    Trainer(load_config(None, [*TINY, "train.epochs=1"]), run, catalog, progress=False).fit()
+    before = (run / "checkpoints/main-last.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"optim.lr: 0.00035 in the checkpoint, 0.001 now"):
+        Trainer(load_config(None, [*TINY, "optim.lr=0.001"]), run, catalog, resume=True, progress=False).fit()
+    with pytest.raises(UserError, match="written by method 'one_stream'"):
+        Trainer(load_config(None, [*TINY, "method.name=two_stream"]), run, catalog, resume=True,
+                progress=False).fit()
+    assert (run / "checkpoints/main-last.safetensors").read_bytes() == before
+    # train.epochs and progress options may change: the run goes on.
+    Trainer(load_config(None, [*TINY, "train.epochs=2", "train.checkpoint_every_steps=2"]), run, catalog,
+            resume=True, progress=False).fit()
+    assert [r["epoch"] for r in metrics(run)] == [0, 1]
+
+
+def test_resume_of_a_missing_checkpoint_is_an_error(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match="no '<stage>-last.safetensors'"):
+        Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
