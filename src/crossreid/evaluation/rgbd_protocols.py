@@ -56,7 +56,8 @@ class RGBDProtocol(DatasetProtocol):
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", exclude: str = "frame", repeats: int = 10,
                  max_per_id: int = 20, seed: int = 0, distance: str = "euclidean"):
-        self.query_modality, self.gallery_modality = parse_direction(f"{query}->{gallery}", DIRECTIONS, self.name)
+        self.query_modality, self.gallery_modality = parse_direction(f"{query}->{gallery}", DIRECTIONS, self.name,
+                                                                     "query->gallery")
         self.direction = f"{self.query_modality}->{self.gallery_modality}"
         self.exclude = option_in(exclude, tuple(RULES), self.name, "exclude")
         self.exclusion = RULES[self.exclude]

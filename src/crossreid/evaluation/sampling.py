@@ -16,14 +16,14 @@ from crossreid.evaluation.protocols import Protocol
 from crossreid.modality import Modality
 
 
-def parse_direction(direction: str, allowed: Sequence[tuple[Modality, Modality]], protocol: str
-                    ) -> tuple[Modality, Modality]:
+def parse_direction(direction: str, allowed: Sequence[tuple[Modality, Modality]], protocol: str,
+                    option: str = "direction") -> tuple[Modality, Modality]:
     """``"visible->thermal"`` (aliases as :meth:`Modality.parse`) to a (query, gallery) pair."""
     parts = str(direction).split("->")
     pair = tuple(Modality.parse(p) for p in parts) if len(parts) == 2 else None
     if pair not in allowed:
         names = ", ".join(f"{q}->{g}" for q, g in allowed)
-        raise UserError(f"protocol {protocol!r} option direction={direction!r} is not supported; use one of: {names}")
+        raise UserError(f"protocol {protocol!r} option {option}={direction!r} is not supported; use one of: {names}")
     return pair  # type: ignore[return-value]
 
 
