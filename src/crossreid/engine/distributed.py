@@ -97,12 +97,12 @@ def gather_rows(d: Dist, rows: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-def broadcast_module(d: Dist, module: torch.nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank, in place."""
+def broadcast_module(d: Dist, module: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters and buffers (e.g. BN running statistics) to every rank, in place."""
     if not d.active:
         return
     with torch.no_grad():
-        for t in module.state_dict().values():
+        for t in (module.buffers() if buffers_only else module.state_dict().values()):
             dist.broadcast(t, src=0)
 
 

@@ -363,6 +363,7 @@ class Trainer:
         from crossreid.evaluation.runner import evaluate_directions
 
         d, n = self.dist, len(self.val_store)
+        D.broadcast_module(d, self.method, buffers_only=True)  # each rank's BN statistics saw only its rows
         rows = range(d.rank, n, d.world)
         feats = extract_features(self.method, self.val_store, rows, batch_size=self.cfg.eval.batch_size,
                                  device=self.device, channels_last=self.cfg.train.channels_last)
