@@ -17,9 +17,10 @@ from crossreid.engine.checkpoint import load_checkpoint
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
 
-TINY = ["model.arch=resnet18", "data.height=32", "data.width=16", "train.ids_per_batch=2",
-        "train.images_per_id=2", "train.iterations_per_epoch=3", "train.progress=false", "train.threads=1",
-        "eval.directions=[rgb->depth,depth->rgb]", "train.epochs=2", "train.checkpoint_every_steps=1"]
+TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.width=16",
+        "train.ids_per_batch=2", "train.images_per_id=2", "train.iterations_per_epoch=3", "train.progress=false",
+        "train.threads=1", "eval.directions=[rgb->depth,depth->rgb]", "train.epochs=2",
+        "train.checkpoint_every_steps=1"]
 
 # Runs a Trainer, but parks (sleeps) right after the mid-epoch checkpoint of epoch 1, step 2 is on
 # disk, announcing it with a marker file, so the test can SIGKILL it at a known point.

@@ -16,9 +16,9 @@ from crossreid.errors import UserError
 from crossreid.methods.one_stream import OneStream
 from crossreid.modality import Modality
 
-TINY = ["model.arch=resnet18", "data.height=32", "data.width=16", "train.ids_per_batch=2",
-        "train.images_per_id=2", "train.iterations_per_epoch=2", "train.progress=false", "train.threads=1",
-        "eval.directions=[rgb->depth,depth->rgb]", "train.epochs=1"]
+TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.width=16",
+        "train.ids_per_batch=2", "train.images_per_id=2", "train.iterations_per_epoch=2", "train.progress=false",
+        "train.threads=1", "eval.directions=[rgb->depth,depth->rgb]", "train.epochs=1"]
 
 
 def fit(catalog, run, *extra) -> list[dict]:

@@ -12,8 +12,8 @@ from crossreid.engine.runs import load_run
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
 
-TINY = ["model.arch=resnet18", "data.height=32", "data.width=16", "train.ids_per_batch=2",
-        "train.images_per_id=2", "train.iterations_per_epoch=2", "train.progress=false",
+TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.width=16",
+        "train.ids_per_batch=2", "train.images_per_id=2", "train.iterations_per_epoch=2", "train.progress=false",
         "eval.directions=[rgb->depth,depth->rgb]"]
 
 

@@ -237,7 +237,9 @@ class Trainer:
         # Unused parameters are normal here (e.g. a classifier the distillation loss never reaches).
         return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
 
-    def _run_stage(self, si: int, stage: Stage, sampler: CrossModalIdentitySampler, pos: Position) -> dict:
+    def begin_stage(self, si: int, stage: Stage, pos: Position):
+        """Decode, start the stage, freeze, build optimiser and GradScaler (restored when resuming)
+        and the (DDP-wrapped) step module; returns (model, optimizer, base lrs, scaler)."""
         cfg = self.cfg
         self._preload()
         resumed = pos.epoch > 0 or pos.step > 0
@@ -254,14 +256,18 @@ class Trainer:
                 if r["scaler"]:
                     scaler.load_state_dict(r["scaler"])
             restore_rng(self.augment_rng, r["rng"], r["rng_plain"])
-        model = self._wrap()
+        return self._wrap(), optimizer, base_lrs, scaler
+
+    def _run_stage(self, si: int, stage: Stage, sampler: CrossModalIdentitySampler, pos: Position) -> dict:
+        cfg = self.cfg
+        model, optimizer, base_lrs, scaler = self.begin_stage(si, stage, pos)
         best, last_val = pos.best, {}
         for epoch in range(pos.epoch, stage.epochs):
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * self._factor(epoch, stage)
             partial = pos if epoch == pos.epoch and pos.step else Position()
             ctx = (si, stage, epoch, best)
-            stats = self._train_epoch(model, sampler, optimizer, scaler, ctx, partial)
+            stats = self.train_epoch(model, sampler, optimizer, scaler, ctx, partial)
             record = {"stage": stage.name, "epoch": epoch, **stats, "lr": optimizer.param_groups[-1]["lr"]}
             if self.val_store.samples and ((epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == stage.epochs):
                 last_val = self.validate(stage)
@@ -294,7 +300,7 @@ class Trainer:
 
     def _checkpoint(self, optimizer, scaler, ctx, step: int, done: bool, totals, seen: int, score=None) -> None:
         """Write ``<stage>-last`` (rank 0) with everything an exact resume needs; every rank must call it."""
-        si, stage, epoch, best = ctx
+        _, stage, epoch, best = ctx
         per_rank = D.gather_objects(self.dist, {k: float(v) for k, v in dict(totals).items()})
         if not self.dist.main:
             return
@@ -310,30 +316,21 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * (epoch - schedule.warmup_epochs) / span))
         return lr_factor(epoch, schedule)
 
-    def _train_epoch(self, model, sampler, optimizer, scaler, ctx, partial: Position) -> dict:
-        si, stage, epoch, best = ctx
+    def train_epoch(self, model, sampler, optimizer, scaler, ctx, partial: Position) -> dict:
+        """One epoch (from ``partial.step`` on); ``ctx`` is (stage index, stage, epoch, best so far)."""
+        _, stage, epoch, _ = ctx
         t = self.cfg.train
         model.train()
         sampler.set_epoch(epoch)
-        totals = {k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in (partial.totals or {}).items()}
+        totals = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                  for k, v in (partial.totals or {}).items()}
         seen, steps, here, start = partial.seen, partial.step, 0, time.perf_counter()
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         mine = sampler.shard()
         bar = tqdm(total=len(sampler), initial=steps, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
                    disable=not self.progress, leave=False)
-        modalities = self.stage_modalities(stage)
         for indices in sampler.global_batches(steps):
-            # The whole global batch is augmented with the shared generator, then each rank keeps its
-            # rows: inputs do not depend on the number of processes.
-            images = augment(self.store.batch(indices), self.augment_rng, flip=t.flip, pad=t.pad,
-                             erasing=t.random_erasing, groups=len(modalities) if stage.paired else 1)
-            if self.dist.active:
-                images, indices = images[mine], [indices[p] for p in mine]
-            images = normalize(images).to(self.device, non_blocking=True)
-            if t.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = torch.tensor([self.label_map[self.store.samples[i].pid] for i in indices], device=self.device)
-            batch = Batch(images, labels, modalities, rows=len(indices) // len(modalities), indices=list(indices))
+            batch = self.make_batch(indices, stage, mine)
             with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                 losses = model(batch, stage)
             optimizer.zero_grad(set_to_none=True)
@@ -343,8 +340,8 @@ class Trainer:
             for k, v in losses.items():
                 totals[k] = totals[k] + v.detach().double() if k in totals else v.detach().double()
             steps += 1
-            seen += len(indices) * self.dist.world
-            here += len(indices) * self.dist.world
+            seen += len(batch.indices) * self.dist.world
+            here += len(batch.indices) * self.dist.world
             bar.update()
             if self.progress and (steps % 10 == 0 or steps == len(sampler)):
                 bar.set_postfix(loss=f"{float(totals['loss']) / steps:.3f}",
@@ -355,6 +352,20 @@ class Trainer:
         elapsed = time.perf_counter() - start
         means = D.all_mean(self.dist, {k: float(v) / max(steps, 1) for k, v in totals.items()})
         return {**means, "images_per_s": here / elapsed if here else 0.0}
+
+    def make_batch(self, indices: list[int], stage: Stage, mine: list[int]) -> Batch:
+        """The input path: cached images of a global batch, augmented with the shared generator,
+        then this rank's rows (``mine``), so inputs do not depend on the number of processes."""
+        t, modalities = self.cfg.train, self.stage_modalities(stage)
+        images = augment(self.store.batch(indices), self.augment_rng, flip=t.flip, pad=t.pad,
+                         erasing=t.random_erasing, groups=len(modalities) if stage.paired else 1)
+        if self.dist.active:
+            images, indices = images[mine], [indices[p] for p in mine]
+        images = normalize(images).to(self.device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = torch.tensor([self.label_map[self.store.samples[i].pid] for i in indices], device=self.device)
+        return Batch(images, labels, modalities, rows=len(indices) // len(modalities), indices=list(indices))
 
     # ---------------------------------------------------------------- validation
     def validate(self, stage: Stage) -> dict:
