@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crossreid.errors import UserError
 
@@ -31,12 +31,14 @@ class DataConfig(_Strict):
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth", "ir"])
     cache: Literal["memory", "none"] = "memory"
 
-    @field_validator("synth")
-    @classmethod
-    def _check_synth(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from crossreid.data.synth import SynthParams
+    @model_validator(mode="after")
+    def _check_synth(self) -> "DataConfig":
+        """Validate (and fill in) the generator parameters when the dataset is the synthetic one."""
+        if self.dataset == "synthetic" and self.root is None:
+            from crossreid.data.synth import SynthParams
 
-        return SynthParams(**value).model_dump()
+            self.__dict__["synth"] = SynthParams(**self.synth).model_dump()
+        return self
 
     @field_validator("modalities")
     @classmethod

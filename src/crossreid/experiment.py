@@ -36,7 +36,7 @@ class ExperimentResult:
 
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: TestStores,
-                       protocol: str = "synthetic", protocol_options: dict | None = None,
+                       protocol: str | None = None, protocol_options: dict | None = None,
                        overwrite: bool = False, progress: bool = True) -> ExperimentResult:
     trainer = Trainer(cfg, run_dir, catalog, overwrite=overwrite, progress=progress)
     trainer.fit()

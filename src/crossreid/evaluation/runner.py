@@ -30,20 +30,46 @@ def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_sto
     return qf, extract_features(method, gallery_store, range(len(gallery_store)), batch_size, device, progress)
 
 
+# The protocol a dataset is scored with when none is named, and how a direction maps to its options.
+DEFAULT_PROTOCOL = {"synthetic": "synthetic", "generic": "synthetic", "sysu_mm01": "sysu_mm01",
+                    "regdb": "regdb", "llcm": "llcm", "biwi": "rgbd", "robotpku": "rgbd"}
+
+
+def direction_options(protocol: str, query: str, gallery: str) -> dict:
+    """Options that point ``protocol`` at the query -> gallery direction."""
+    from crossreid.errors import UserError
+
+    if protocol in ("synthetic", "rgbd"):
+        return {"query": query, "gallery": gallery}
+    if protocol in ("regdb", "llcm"):
+        return {"direction": f"{query}->{gallery}"}
+    if protocol.startswith("sysu_mm01"):
+        if (query, gallery) != ("ir", "rgb"):
+            raise UserError(f"protocol {protocol!r} scores ir->rgb only (infrared queries, RGB gallery); "
+                            f"drop {query}->{gallery} from eval.directions")
+        return {}
+    return {}
+
+
 def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
-                        directions: Sequence[str], metric: str = "euclidean", protocol: str = "synthetic",
+                        directions: Sequence[str], metric: str = "euclidean", protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
                         protocol_options: dict | None = None) -> dict:
-    """``{direction: ProtocolResult}`` for each direction whose modalities the catalog has."""
+    """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
+
+    ``protocol`` defaults to the dataset's own (``DEFAULT_PROTOCOL``); ``protocol_options``
+    are added to the direction's options.
+    """
     from crossreid.evaluation.protocols import evaluate_protocol, get_protocol
 
+    name = protocol or DEFAULT_PROTOCOL.get(catalog.name, "synthetic")
     available = {m.value for m in catalog.modalities} & {m.value for m in method.embeddable}
     wanted = [(d, *parse_direction(d)) for d in directions]
     wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
     if not wanted:
         return {}
+    protocols = {d: get_protocol(name, **direction_options(name, q, g), **(protocol_options or {}))
+                 for d, q, g in wanted}
     qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
-    return {d: evaluate_protocol(get_protocol(protocol, query=q, gallery=g, **(protocol_options or {})),
-                                 catalog, qf, gf, metric)
-            for d, q, g in wanted}
+    return {d: evaluate_protocol(p, catalog, qf, gf, metric) for d, p in protocols.items()}

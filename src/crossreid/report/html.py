@@ -12,8 +12,8 @@ from crossreid import __version__
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.distance import pairwise_distance
-from crossreid.evaluation.protocols import _columns, get_protocol
-from crossreid.evaluation.runner import parse_direction
+from crossreid.evaluation.protocols import get_protocol, sample_columns
+from crossreid.evaluation.runner import DEFAULT_PROTOCOL, direction_options, parse_direction
 from crossreid.io import write_text
 from crossreid.report.plots import cmc_plot, ranked_strip
 
@@ -30,13 +30,14 @@ def _img(data: bytes, alt: str, height: int | None = None) -> str:
 
 def ranked_examples(catalog: Catalog, direction: str, features: tuple[np.ndarray, np.ndarray],
                     metric: str, queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
-    """First trial of the synthetic protocol: a few evenly spaced queries and their top-k
+    """First trial of the dataset's protocol: a few evenly spaced queries and their top-k
     gallery items after the protocol's exclusion rule (stable order), marked correct or not."""
     q_mod, g_mod = parse_direction(direction)
-    trial = get_protocol("synthetic", query=q_mod, gallery=g_mod).trials(catalog)[0]
+    name = DEFAULT_PROTOCOL.get(catalog.name, "synthetic")
+    trial = get_protocol(name, **direction_options(name, q_mod, g_mod)).trials(catalog)[0]
     picks = trial.query[np.linspace(0, len(trial.query) - 1, min(queries, len(trial.query))).astype(int)]
-    q_cols = _columns([catalog.query[i] for i in picks])
-    g_cols = _columns([catalog.gallery[i] for i in trial.gallery])
+    q_cols = sample_columns([catalog.query[i] for i in picks])
+    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
     qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
     removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(picks)))
     dist = np.asarray(pairwise_distance(features[0][picks], features[1][trial.gallery], metric), dtype=np.float64)
