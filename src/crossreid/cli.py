@@ -112,35 +112,32 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 
 
 @cli.command("evaluate")
-@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("run")
 @click.option("--dataset", help="Dataset name (default: the run's).")
 @click.option("--root", type=click.Path(file_okay=False), help="Dataset root (default: the run's).")
+@click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
+@click.option("--protocol", help="Protocol name (default: the dataset's own, see `crossreid protocols`).")
+@click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
+              help="Protocol option, e.g. --option mode=indoor --option shots=10 (repeatable).")
 @click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate_cmd(run: str, dataset: str | None, root: str | None, directions: tuple[str, ...],
+def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
+                 protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
                  json_out: str | None, quiet: bool) -> None:
-    """Evaluate a trained run on a dataset's test pools."""
-    from crossreid.data.open import open_catalog
-    from crossreid.data.pipeline import ImageStore
-    from crossreid.engine.runs import load_run
-    from crossreid.evaluation.runner import evaluate_directions
+    """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
+    from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
-    cfg, method = load_run(run)
-    if dataset or root:
-        cfg.data = cfg.data.model_copy(update={"dataset": dataset or cfg.data.dataset, "root": root})
-    catalog = open_catalog(cfg.data, progress=not quiet)
-    qs = ImageStore(catalog.query, cfg.data.height, cfg.data.width)
-    gs = qs if catalog.gallery is catalog.query else ImageStore(catalog.gallery, cfg.data.height, cfg.data.width)
-    results = evaluate_directions(method, catalog, qs, gs, list(directions) or cfg.eval.directions,
-                                  cfg.eval.metric, progress=not quiet)
+    results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
+                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet)
     if not results:
-        raise UserError(f"dataset {catalog.name!r} has none of the modalities of the requested directions")
+        raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():
-        click.echo(f"{direction:<12} {result.format_table()}")
+        click.echo(f"{direction:<14} {result.format_table()}")
     if json_out:
         write_json(json_out, {d: r.to_json() for d, r in results.items()})
+        click.echo(f"wrote {json_out}")
 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:
