@@ -142,6 +142,8 @@ class Trainer:
         self.val_catalog = Catalog(catalog.name, catalog.root, query=val, gallery=val)
         self.val_store = ImageStore(val, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
+        # Every stage's sampler now: a batch that cannot be filled fails before anything is written.
+        self.samplers = [self._sampler(si, stage) for si, stage in enumerate(self.method.stages())]
         self.log: MetricLog | None = None
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,13 +163,11 @@ class Trainer:
 
     def fit(self) -> dict:
         stages = self.method.stages()
-        # Build every stage's sampler first: a batch that cannot be filled fails before any training.
-        samplers = [self._sampler(si, stage) for si, stage in enumerate(stages)]
         pos = self._restore(stages) if self.resume else Position()
         summary = {}
         for si in range(pos.stage, len(stages)):
             here = pos if si == pos.stage else Position(stage=si)
-            summary[stages[si].name] = self._run_stage(si, stages[si], samplers[si], here)
+            summary[stages[si].name] = self._run_stage(si, stages[si], self.samplers[si], here)
         if self.dist.main:
             _, state, _, _ = load_checkpoint(self.ckpt_dir / f"{stages[-1].name}-best.safetensors")
             save_checkpoint(self.run_dir / "model.safetensors", self.method, {**state, "final": True})
