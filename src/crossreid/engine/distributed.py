@@ -70,17 +70,10 @@ def all_mean(d: Dist, values: dict[str, float]) -> dict[str, float]:
     if not d.active:
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: float(v) / d.world for k, v in zip(keys, t.tolist())}
-
-
-def all_sum(d: Dist, value: float) -> float:
-    if not d.active:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item())
 
 
 def gather_rows(d: Dist, rows: np.ndarray, total: int) -> np.ndarray:
@@ -104,11 +97,6 @@ def broadcast_module(d: Dist, module: torch.nn.Module, buffers_only: bool = Fals
     with torch.no_grad():
         for t in (module.buffers() if buffers_only else module.state_dict().values()):
             dist.broadcast(t, src=0)
-
-
-def shutdown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def gather_objects(d: Dist, obj) -> list:
