@@ -177,6 +177,10 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
             raise ValueError(f"{len(feats)} {pool} features for {len(catalog.pool(pool))} {pool} samples")
     per_trial: list[Metrics] = []
     for trial in protocol.trials(catalog):
+        for name, feats, idx in (("query", query_features, trial.query), ("gallery", gallery_features, trial.gallery)):
+            if not np.isfinite(feats[idx]).all():
+                raise UserError(f"{protocol.name}: some {name} features are missing (NaN); the model does not "
+                                "embed every modality this protocol uses")
         q = sample_columns([catalog.query[i] for i in trial.query])
         g = sample_columns([catalog.gallery[i] for i in trial.gallery])
         per_trial.append(compute_metrics(

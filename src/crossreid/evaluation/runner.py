@@ -23,11 +23,22 @@ def parse_direction(direction: str) -> tuple[str, str]:
 
 def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
                   batch_size: int = 128, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the whole query and gallery pools (extracted once if they are the same list)."""
-    qf = extract_features(method, query_store, range(len(query_store)), batch_size, device, progress)
+    """Features of the query and gallery pools (extracted once if they are the same list).
+
+    Rows of modalities the method cannot embed are NaN; protocols never select them,
+    and the metrics reject NaN in what they are given.
+    """
+    def features(store: ImageStore) -> np.ndarray:
+        rows = [i for i, s in enumerate(store.samples) if s.modality in method.embeddable]
+        feats = extract_features(method, store, rows, batch_size, device, progress)
+        out = np.full((len(store), feats.shape[1]), np.nan, dtype=np.float32)
+        out[rows] = feats
+        return out
+
+    qf = features(query_store)
     if gallery_store is query_store or catalog.gallery is catalog.query:
         return qf, qf
-    return qf, extract_features(method, gallery_store, range(len(gallery_store)), batch_size, device, progress)
+    return qf, features(gallery_store)
 
 
 # The protocol a dataset is scored with when none is named, and how a direction maps to its options.
