@@ -1,0 +1,74 @@
+"""Synthetic generator speed on one core: rendering alone, and rendering + PNG writing.
+
+Run: ``python benchmarks/bench_synth.py`` — prints a markdown table and writes it to
+docs/benchmarks.md between the ``synth`` markers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crossreid.data.synth import Renderer, SynthParams, generate
+from crossreid.io import write_text
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def render_rate(params: SynthParams, persons: int) -> float:
+    renderer = Renderer(params)
+    start, n = time.perf_counter(), 0
+    for pid in range(1, persons + 1):
+        for cam in range(1, len(renderer.cameras) + 1):
+            for t in range(params.images_per_camera):
+                n += len(renderer.shot(pid, cam, t).images)
+    return n / (time.perf_counter() - start)
+
+
+def write_rate(params: SynthParams) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        out = generate(Path(tmp) / "synth", params, progress=False)
+        elapsed = time.perf_counter() - start
+        n = sum(1 for _ in (out / "images").rglob("*.png"))
+    return n / elapsed, n
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    params = SynthParams()
+    rows = []
+    for h, w in ((128, 64), (256, 128)):
+        p = params.model_copy(update={"height": h, "width": w})
+        render = np.median([render_rate(p, 10) for _ in range(3)])
+        write, n = write_rate(p)
+        rows.append(f"| {h}×{w} | {n:,} | {render:,.0f} | {write:,.0f} |")
+    load = os.getloadavg()[0]
+    text = "\n".join([
+        "<!-- synth:start -->", "## Synthetic generator", "",
+        f"Machine: 2-core CPU, no GPU, one process on one core; Python {platform.python_version()}, "
+        f"NumPy {np.__version__}; 1-min load average {load:.1f} at the end (the cores are shared). "
+        "Default parameters (`crossreid synth` defaults) apart from the size; images of all three modalities "
+        "counted. Target: ≥ 300 images/s.", "",
+        "| image size | images written | render only (images/s, median of 3) | render + PNG write (images/s) |",
+        "|---|---|---|---|", *rows, "<!-- synth:end -->"])
+    print(text)
+    doc = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
+    if "<!-- synth:start -->" in doc:
+        doc = re.sub(r"<!-- synth:start -->.*?<!-- synth:end -->", lambda _: text, doc, flags=re.S)
+    else:
+        doc = doc.rstrip() + "\n\n" + text + "\n"
+    write_text(DOC, doc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
