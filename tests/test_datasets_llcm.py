@@ -83,7 +83,7 @@ def test_small_tree_scan(tmp_path):
     cat = load_llcm(small_tree(tmp_path / "LLCM"))
     assert cat.train_pids == [1, 2] and {s.pid for s in cat.query} == {0, 5}
     s = next(s for s in cat.query if s.path.name.startswith("0000_c04"))
-    assert (s.cam, s.modality, s.frame, s.sequence) == (4, Modality.RGB, "0000_c04_s111112_f200_vis", "0000_c04_s111112")
+    assert (s.cam, s.modality, s.frame, s.sequence) == (4, Modality.RGB, None, "0000_c04_s111112")
     assert [s.modality for s in cat.query] == sorted((s.modality for s in cat.query), key=lambda m: m is Modality.IR)
 
 

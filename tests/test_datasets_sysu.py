@@ -38,10 +38,11 @@ def test_full_scale_pools(sysu_full):
     assert mods == {Modality.RGB: 22258, Modality.IR: 11909}
     assert not cat.val and not ({s.pid for s in cat.train} & {s.pid for s in cat.query})
     # sorted by (cam, pid, k) with k = 1..n per folder, so position = int(frame) - 1
-    keys = [(s.cam, s.pid, int(s.frame)) for s in cat.query]
+    keys = [(s.cam, s.pid, int(s.path.stem)) for s in cat.query]
     assert keys == sorted(keys)
     first = [s for s in cat.gallery if (s.cam, s.pid) == (cat.gallery[0].cam, cat.gallery[0].pid)]
-    assert [int(s.frame) for s in first] == list(range(1, len(first) + 1))
+    assert [int(s.path.stem) for s in first] == list(range(1, len(first) + 1))
+    assert all(s.frame is None for s in cat.query + cat.gallery)  # nothing is co-registered
     assert first[0].path == sysu_full / f"cam{first[0].cam}" / f"{first[0].pid:04d}" / "0001.jpg"
 
 

@@ -90,7 +90,7 @@ class SysuOfficial(_SysuProtocol):
                     listed = "no entry" if perm is None else f"{perm.shape[1]} images"
                     raise UserError(f"{path}: lists {listed} for cam{cam}/{pid:04d}, which holds {len(members)}; "
                                     "use the official file with the unmodified SYSU-MM01 folders")
-                at = {int(catalog.gallery[i].frame) - 1: i for i in members}
+                at = {int(catalog.gallery[i].path.stem) - 1: i for i in members}
                 picked.extend(at[int(k)] for k in perm[trial, :self.shots])
         return np.array(picked, dtype=np.int64)
 

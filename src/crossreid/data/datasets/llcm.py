@@ -7,8 +7,7 @@ camera-sorted test copies ``test_vis|test_nir/cam{c}/{pid:04d}/``.
 
 The camera is the ``_cNN_`` part of the file name, the person id the folder (labels
 ignored); a VIS and a NIR image with the same camera number come from one physical
-camera. ``frame`` is the file stem (VIS and NIR are not co-registered, so no two
-images share it); ``sequence`` is ``{pid:04d}_c{cc}_s{seq}``.
+camera. ``frame`` is None (VIS and NIR are not co-registered); ``sequence`` is ``{pid:04d}_c{cc}_s{seq}``.
 
 Pools: ``train`` = the ``train_*`` lists; ``val`` = ``val_ids`` training ids drawn with
 ``seed`` (none by default). Both directions are evaluated, so ``query`` and ``gallery``
@@ -42,7 +41,7 @@ def make_sample(path: Path, word: str, pid: int, where: str) -> Sample:
     if m["mod"] != word or int(m["pid"]) != pid:
         raise UserError(f"{where}: {path.name!r} does not belong to {word} person {pid:04d} "
                         "(name and folder disagree); move or rename it")
-    return Sample(path=path, pid=pid, cam=int(m["cam"]), modality=MODALITIES[word], frame=path.stem,
+    return Sample(path=path, pid=pid, cam=int(m["cam"]), modality=MODALITIES[word], frame=None,
                   sequence=f"{m['pid']}_c{m['cam']}_s{m['seq']}")
 
 

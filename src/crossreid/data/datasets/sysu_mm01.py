@@ -10,9 +10,9 @@ is one-directional, so ``query`` = the IR images (cams 3, 6) of the test ids and
 ``gallery`` = their RGB images (cams 1, 2, 4, 5). Ids in no split (those seen in one
 modality only) are ignored.
 
-Every pool is sorted by (cam, pid, k); ``frame`` is the 4-digit file stem, so
-``int(sample.frame) - 1`` is the zero-based position the official sampler
-(``rand_perm_cam.mat``) indexes, and ``sequence`` is ``cam{c}/{pid:04d}``. The IR
+Every pool is sorted by (cam, pid, k); ``int(sample.path.stem) - 1`` is the zero-based
+position the official sampler (``rand_perm_cam.mat``) indexes, and ``sequence`` is
+``cam{c}/{pid:04d}``. ``frame`` is None: no two SYSU images are co-registered. The IR
 files are 3-channel JPEGs with nearly equal channels; ``images.decode`` reads
 Modality.IR as luminance (one channel) on purpose.
 """
@@ -62,7 +62,7 @@ def _scan_folder(folder: Path, cam: int, pid: int) -> list[Sample]:
         raise UserError(f"{folder}: images are not numbered 1..{len(ks)} consecutively, which the official "
                         "sampler relies on; re-extract this folder from SYSU-MM01.zip")
     modality = camera_modality(cam)
-    return [Sample(path=f, pid=pid, cam=cam, modality=modality, frame=f.stem,
+    return [Sample(path=f, pid=pid, cam=cam, modality=modality, frame=None,
                    sequence=f"cam{cam}/{pid:04d}") for f in sorted(files, key=lambda p: int(p.stem))]
 
 
@@ -105,8 +105,8 @@ def load_sysu_mm01(root: Path, exp_dir: str | Path | None = None, hold_out_val: 
         catalog.train, catalog.val = split_train_val(train_val, set(parts["val"]))
     else:
         catalog.train = train_val
-    catalog.train.sort(key=lambda s: (s.cam, s.pid, int(s.frame)))
-    catalog.val.sort(key=lambda s: (s.cam, s.pid, int(s.frame)))
+    catalog.train.sort(key=lambda s: (s.cam, s.pid, int(s.path.stem)))
+    catalog.val.sort(key=lambda s: (s.cam, s.pid, int(s.path.stem)))
     catalog.query = [s for s in by_part["test"] if s.modality is Modality.IR]
     catalog.gallery = [s for s in by_part["test"] if s.modality is Modality.RGB]
     return catalog
