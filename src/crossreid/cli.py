@@ -161,10 +161,11 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--dataset", help="Take ids/cameras/modalities from this dataset's catalog (matched by path).")
 @click.option("--root", type=click.Path(file_okay=False), help="The dataset's root folder.")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
-@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
+              help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], dataset: str | None,
-              root: str | None, data_options: tuple[str, ...], metric: str, json_out: str | None) -> None:
+              root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None) -> None:
     """Score a features file (.npz with paths and features) under a named protocol."""
     from crossreid.evaluation.score import score_features
 

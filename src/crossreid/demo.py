@@ -33,7 +33,10 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     features: dict = {}
     for label, cfg in configs.items():
         click.echo(f"training {label} ({cfg.method.name}, {cfg.model.arch}, {cfg.data.height}x{cfg.data.width})")
-        run = train_and_evaluate(cfg, out / label, catalog, stores, overwrite=overwrite, progress=progress)
+        # Cross-modal directions as configured, plus each modality against itself for reference.
+        within = [f"{m}->{m}" for m in cfg.data.modalities]
+        run = train_and_evaluate(cfg, out / label, catalog, stores, overwrite=overwrite, progress=progress,
+                                 directions=[*cfg.eval.directions, *within])
         results[label], features[label] = run.results, run.features
     elapsed = time.perf_counter() - start
     payload = {

@@ -37,12 +37,15 @@ class ExperimentResult:
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: TestStores,
                        protocol: str | None = None, protocol_options: dict | None = None,
-                       overwrite: bool = False, progress: bool = True) -> ExperimentResult:
+                       overwrite: bool = False, progress: bool = True,
+                       directions: list[str] | None = None) -> ExperimentResult:
+    """Train ``cfg`` into ``run_dir``, then score ``directions`` (default ``eval.directions``) on the test pools."""
     trainer = Trainer(cfg, run_dir, catalog, overwrite=overwrite, progress=progress)
     trainer.fit()
     features = pool_features(trainer.method, catalog, stores.query, stores.gallery, cfg.eval.batch_size,
                              trainer.device)
-    results = evaluate_directions(trainer.method, catalog, stores.query, stores.gallery, cfg.eval.directions,
+    results = evaluate_directions(trainer.method, catalog, stores.query, stores.gallery,
+                                  directions or cfg.eval.directions,
                                   cfg.eval.metric, protocol=protocol, features=features,
                                   protocol_options=protocol_options)
     return ExperimentResult(results, features, trainer.method)

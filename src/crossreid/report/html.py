@@ -83,6 +83,8 @@ def write_report(path: Path, results: dict, catalog: Catalog, query_store: Image
                      "green = same person, red = another person.</p>")
         for method, by_dir in results.items():
             for direction in by_dir:
+                if len(set(parse_direction(direction))) == 1:
+                    continue  # ranked lists for the cross-modal directions only
                 parts.append(f"<h3>{html.escape(method)} · {html.escape(direction)}</h3>")
                 for q, ranked in ranked_examples(catalog, direction, features[method], metric):
                     strip = ranked_strip(query_store, q, gallery_store, ranked)
