@@ -40,7 +40,7 @@ METHODS = {"one_stream": [], "zero_padding": [], "two_stream": [], "agw": ["mode
            "cross_modal_distillation": ["model.head=embedding", "method.options.source=depth",
                                         "method.options.target=rgb"]}
 # (arch, height, width, P, K, step pairs): K images per identity and modality, two modalities.
-SIZES = [("resnet18", 128, 64, 8, 4, 10), ("resnet50", 288, 144, 4, 2, 6)]
+SIZES = [("resnet18", 128, 64, 8, 4, 12), ("resnet50", 288, 144, 4, 2, 16)]
 
 
 def write_dataset(root: Path, height: int, width: int, ids: int = 10, frames: int = 8) -> Path:
