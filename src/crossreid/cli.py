@@ -105,10 +105,18 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
+    from crossreid.engine import distributed as D
+
     cfg = _load_run_config(config, overrides)
-    catalog = open_catalog(cfg.data, progress=not quiet)
+    dist = D.init_from_env()
+    if not dist.main:
+        D.barrier(dist)  # under torchrun, rank 0 generates (or checks) the data first
+    catalog = open_catalog(cfg.data, progress=not quiet and dist.main)
+    if dist.main:
+        D.barrier(dist)
     summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet).fit()
-    click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
+    if dist.main:
+        click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
 
 
 @cli.command("evaluate")
