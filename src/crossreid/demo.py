@@ -59,10 +59,10 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
 
 def format_results(results: dict) -> str:
     """A method × direction table of R1 / mAP / mINP (percent)."""
-    lines = [f"{'method':<14}{'direction':<13}{'R1':>8}{'R5':>8}{'mAP':>8}{'mINP':>8}   (synthetic data)"]
+    lines = [f"{'method':<26}{'direction':<14}{'R1':>8}{'R5':>8}{'mAP':>8}{'mINP':>8}   (synthetic data)"]
     for method, by_dir in results.items():
         for direction, result in by_dir.items():
             mean = result.mean()
-            lines.append(f"{method:<14}{direction:<13}" + "".join(
+            lines.append(f"{method:<26}{direction:<14}" + "".join(
                 f"{100 * mean[k]:>8.1f}" for k in ("rank1", "rank5", "map", "minp")))
     return "\n".join(lines)
