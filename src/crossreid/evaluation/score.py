@@ -118,8 +118,8 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
     """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol)."""
     path = Path(features_path)
-    data = load_features(path)
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, **dict(protocol_options or {}))
+    data = load_features(path)
     feats = data["features"].astype(np.float32, copy=False)
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
