@@ -57,10 +57,15 @@ def run_hafner(out: Path, seeds: list[int], only: list[str] | None = None, overr
         for seed in seeds:
             run_dir = out / name / f"seed{seed}"
             done = run_dir / "test_results.json"
+            settings = [*extra, f"train.seed={seed}", *(overrides or [])]
             if done.is_file() and not overwrite:
-                summary.setdefault(name, {})[seed] = read_json(done)["mean"]
+                previous = read_json(done)
+                if previous.get("overrides") != settings:
+                    raise UserError(f"{done}: made with overrides {previous.get('overrides')}, now {settings}; "
+                                    "use another --out or pass --overwrite")
+                summary.setdefault(name, {})[seed] = previous["mean"]
                 continue
-            cfg = load_config(resolve_config(config), [*extra, f"train.seed={seed}", *(overrides or [])])
+            cfg = load_config(resolve_config(config), settings)
             if catalog is None:
                 catalog = open_catalog(cfg.data, progress=progress)
                 stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
@@ -68,7 +73,7 @@ def run_hafner(out: Path, seeds: list[int], only: list[str] | None = None, overr
             start = time.perf_counter()
             run = train_and_evaluate(cfg, run_dir, catalog, stores, overwrite=True, progress=progress)
             means = {d: run.results[d].mean() for d in DIRECTIONS if d in run.results}
-            write_json(done, {"experiment": name, "seed": seed, "mean": means,
+            write_json(done, {"experiment": name, "seed": seed, "overrides": settings, "mean": means,
                               "protocol": {d: r.protocol for d, r in run.results.items()},
                               "wall_time_s": round(time.perf_counter() - start, 1)})
             summary.setdefault(name, {})[seed] = means
