@@ -1,14 +1,13 @@
 """Synthetic generator speed on one core: rendering alone, and rendering + PNG writing.
 
-Run: ``python benchmarks/bench_synth.py`` — prints a markdown table and writes it to
-docs/benchmarks.md between the ``synth`` markers.
+Run: ``python benchmarks/bench_synth.py`` — prints a markdown table (header and rows)
+for docs/benchmarks.md; the figures quoted in docs/synthetic.md come from it.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -18,9 +17,6 @@ import numpy as np
 import torch
 
 from crossreid.data.synth import Renderer, SynthParams, generate
-from crossreid.io import write_text
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def render_rate(params: SynthParams, persons: int) -> float:
@@ -54,20 +50,14 @@ def main() -> None:
         rows.append(f"| {h}×{w} | {n:,} | {render:,.0f} | {write:,.0f} |")
     load = os.getloadavg()[0]
     text = "\n".join([
-        "<!-- synth:start -->", "## Synthetic generator", "",
+        "## Synthetic generator", "",
         f"Machine: 2-core CPU, no GPU, one process on one core; Python {platform.python_version()}, "
         f"NumPy {np.__version__}; 1-min load average {load:.1f} at the end (the cores are shared). "
         "Default parameters (`crossreid synth` defaults) apart from the size; images of all three modalities "
         "counted. Target: ≥ 300 images/s.", "",
         "| image size | images written | render only (images/s, median of 3) | render + PNG write (images/s) |",
-        "|---|---|---|---|", *rows, "<!-- synth:end -->"])
+        "|---|---|---|---|", *rows])
     print(text)
-    doc = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if "<!-- synth:start -->" in doc:
-        doc = re.sub(r"<!-- synth:start -->.*?<!-- synth:end -->", lambda _: text, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n" + text + "\n"
-    write_text(DOC, doc)
 
 
 if __name__ == "__main__":

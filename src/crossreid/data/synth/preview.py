@@ -35,5 +35,7 @@ def preview_grid(params: SynthParams, persons: int = 4, t: int = 0) -> np.ndarra
 
 
 def save_preview(path: str | os.PathLike, params: SynthParams, persons: int = 4) -> None:
+    """Write the grid as a 256-colour PNG (half the size of full colour; sensor noise compresses badly)."""
+    image = Image.fromarray(preview_grid(params, persons)).quantize(256, method=Image.Quantize.MEDIANCUT)
     with atomic_path(path) as tmp:
-        Image.fromarray(preview_grid(params, persons)).save(tmp, format="PNG", optimize=True)
+        image.save(tmp, format="PNG", optimize=True)
