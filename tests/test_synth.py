@@ -48,6 +48,9 @@ def test_layout_read_back_by_loader(small):
     for s in cat.train + cat.val + cat.query:
         assert s.cam == (1 if s.modality in (Modality.RGB, Modality.DEPTH) else 2)
         assert s.path.is_file() and s.path.suffix == ".png"
+    from collections import Counter
+    per = Counter((s.modality.value, s.cam) for s in cat.query)
+    assert per == {("rgb", 1): 3 * 2, ("depth", 1): 3 * 2, ("ir", 2): 3 * 2}
     assert not ({s.pid for s in cat.train} & {s.pid for s in cat.query})
     assert not ({s.pid for s in cat.val} & ({s.pid for s in cat.train} | {s.pid for s in cat.query}))
 
@@ -73,6 +76,9 @@ def test_identity_traits_fixed_and_images_vary():
     assert not np.array_equal(a["rgb"], b["rgb"])                   # nuisances change per image
     from crossreid.data.synth.traits import person_traits
     assert person_traits(0, 1) == person_traits(0, 1) and person_traits(0, 1) != person_traits(0, 2)
+    from crossreid.data.synth import Renderer
+    r = Renderer(p)
+    assert r.shot(1, 1, 0).traits == r.shot(1, 2, 1).traits == person_traits(p.seed, 1)
 
 
 def test_output_folder_protection_and_no_partial_output(small, tmp_path, monkeypatch):
