@@ -233,7 +233,8 @@ def reproduce_cmd(paper: str, out: str, seeds: str, only: str | None, overrides:
         raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
     names = [n.strip() for n in only.split(",")] if only else None
     summary = run_hafner(Path(out), seed_list, names, list(overrides), overwrite, progress=not quiet)
-    note = (f"Synthetic data (`crossreid synth` defaults), {len(seed_list)} seed(s); mean ± std over seeds, percent. "
+    note = (f"Synthetic data (the demo's synthetic set, RGB and depth only), {len(seed_list)} seed(s)"
+            f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
             "Not comparable with the paper's BIWI / RobotPKU figures.")
     click.echo(write_hafner_tables(summary, Path(table_path or Path(out) / "tables.md"), note))
 
