@@ -8,6 +8,8 @@ list and compute mAP / mINP on the full list, over 10 trials.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,9 @@ class _SysuProtocol(DatasetProtocol):
         self.gallery_cams = MODES[self.mode]
         self.set_common(distance, "identity")
 
+    @abstractmethod
     def draw(self, catalog: Catalog, gallery: np.ndarray, trial: int) -> np.ndarray:
-        raise NotImplementedError
+        """Gallery indices (into ``catalog.gallery``) of trial ``trial``, drawn from ``gallery``."""
 
     def trials(self, catalog: Catalog) -> list[Trial]:
         fix = "load it with the sysu_mm01 dataset (query = IR cams 3, 6; gallery = RGB cams 1, 2, 4, 5)"
