@@ -213,30 +213,33 @@ def check_cmd(dataset: str, root: str | None, options: tuple[str, ...], no_decod
 
 
 @cli.command("reproduce")
-@click.argument("paper", type=click.Choice(["hafner"]))
-@click.option("--out", type=click.Path(file_okay=False), default="runs/reproduce-hafner", show_default=True,
-              help="Folder for every run; finished runs are reused.")
+@click.argument("which", type=click.Choice(["hafner", "baselines"]))
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for every run (default runs/reproduce-WHICH); "
+              "finished runs with the same settings are reused.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds.")
 @click.option("--only", help="Comma-separated experiment names (default: all).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for every run.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), help="Write the markdown tables here.")
 @click.option("--overwrite", is_flag=True, help="Re-run experiments that already have results.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def reproduce_cmd(paper: str, out: str, seeds: str, only: str | None, overrides: tuple[str, ...],
+def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, overrides: tuple[str, ...],
                   table_path: str | None, overwrite: bool, quiet: bool) -> None:
-    """Re-run a paper's experiments on the synthetic data and print tables shaped like the paper's."""
-    from crossreid.reproduce import run_hafner, write_hafner_tables
+    """Run an experiment set over seeds on the synthetic data: `hafner` (Tables 3 and 5 of Hafner
+    et al.) or `baselines` (the four baselines, RGB<->depth and RGB<->IR); print markdown tables."""
+    from crossreid.reproduce import run_set, write_tables
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
     names = [n.strip() for n in only.split(",")] if only else None
-    summary = run_hafner(Path(out), seed_list, names, list(overrides), overwrite, progress=not quiet)
-    note = (f"Synthetic data (the demo's synthetic set, RGB and depth only), {len(seed_list)} seed(s)"
+    out_dir = Path(out or f"runs/reproduce-{which}")
+    summary = run_set(which, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet)
+    data = "RGB and depth only" if which == "hafner" else "RGB, depth and IR"
+    note = (f"Synthetic data (the demo's synthetic set, {data}), {len(seed_list)} seed(s)"
             f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
             "Not comparable with the paper's BIWI / RobotPKU figures.")
-    click.echo(write_hafner_tables(summary, Path(table_path or Path(out) / "tables.md"), note))
+    click.echo(write_tables(which, summary, Path(table_path or out_dir / "tables.md"), note))
 
 
 def main(argv: list[str] | None = None) -> None:

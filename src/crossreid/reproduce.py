@@ -1,9 +1,10 @@
-"""``crossreid reproduce hafner``: the experiments of Hafner et al. (Tables 3 and 5) on synthetic RGB-D data.
+"""``crossreid reproduce hafner|baselines``: experiment sets on the synthetic data, over seeds.
 
-Every experiment is a shipped config plus overrides, run for several seeds; the result
-is a markdown table shaped like the paper's (R1 / R5 / R10 / mAP, mean ± std over
-seeds, both query directions). The numbers are on synthetic data: they test which of
-the paper's claims hold in a controlled setting, not the paper's figures.
+``hafner``: the experiments of Hafner et al. (Tables 3 and 5) on synthetic RGB-D data.
+``baselines``: the four baselines, RGB↔depth and RGB↔IR. Every experiment is a shipped
+config plus overrides, run for several seeds; the result is a markdown table (R1 / R5 /
+R10 / mAP, mean ± std over seeds). The numbers are on synthetic data: they test which
+claims hold in a controlled setting, not the papers' figures.
 """
 
 from __future__ import annotations
@@ -38,22 +39,30 @@ HAFNER = {
                                "weight copy, no freezing"),
     "ablation_copy_freeze": ("hafner_distill_synthetic", [], 5, "weight copy + freezing (proposed)"),
 }
-DIRECTIONS = ("rgb->depth", "depth->rgb")
+# name -> (shipped config, overrides, table, row label)
+BASELINES = {
+    name: (f"{name}_synthetic", [], 1, label)
+    for name, label in (("one_stream", "One-stream"), ("zero_padding", "Zero-padding"),
+                        ("two_stream", "Two-stream"), ("agw", "AGW"))
+}
+SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
+        "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb"))}
 METRICS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("map", "mAP"))
 
 
-def run_hafner(out: Path, seeds: list[int], only: list[str] | None = None, overrides: list[str] | None = None,
-               overwrite: bool = False, progress: bool = True) -> dict:
+def run_set(which: str, out: Path, seeds: list[int], only: list[str] | None = None,
+            overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or reuse, per experiment and seed) every experiment; return {name: {seed: {direction: means}}}."""
-    names = only or list(HAFNER)
-    unknown = [n for n in names if n not in HAFNER]
+    experiments, directions = SETS[which]
+    names = only or list(experiments)
+    unknown = [n for n in names if n not in experiments]
     if unknown:
-        raise UserError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(HAFNER)}")
+        raise UserError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(experiments)}")
     out = Path(out)
     summary: dict = {}
     catalog = stores = None
     for name in names:
-        config, extra, _, _ = HAFNER[name]
+        config, extra, _, _ = experiments[name]
         for seed in seeds:
             run_dir = out / name / f"seed{seed}"
             done = run_dir / "test_results.json"
@@ -72,7 +81,7 @@ def run_hafner(out: Path, seeds: list[int], only: list[str] | None = None, overr
             click.echo(f"[{name} seed {seed}] training {cfg.method.name}")
             start = time.perf_counter()
             run = train_and_evaluate(cfg, run_dir, catalog, stores, overwrite=True, progress=progress)
-            means = {d: run.results[d].mean() for d in DIRECTIONS if d in run.results}
+            means = {d: run.results[d].mean() for d in directions if d in run.results}
             write_json(done, {"experiment": name, "seed": seed, "overrides": settings, "mean": means,
                               "protocol": {d: r.protocol for d, r in run.results.items()},
                               "wall_time_s": round(time.perf_counter() - start, 1)})
@@ -85,17 +94,18 @@ def _cell(values: list[float]) -> str:
     return f"{arr.mean():.1f}±{arr.std():.1f}" if len(arr) > 1 else f"{arr.mean():.1f}"
 
 
-def hafner_table(summary: dict, table: int) -> str:
-    """A markdown table shaped like the paper's Table 3 or 5 (mean ± std over seeds, percent)."""
+def results_table(which: str, summary: dict, table: int) -> str:
+    """A markdown table of one table number of a set (mean ± std over seeds, percent)."""
+    experiments, directions = SETS[which]
     head = " | ".join(f"Q {d.split('->')[0]} → G {d.split('->')[1]}: " + " / ".join(lbl for _, lbl in METRICS)
-                      for d in DIRECTIONS)
-    lines = [f"| approach | seeds | {head} |", "| --- | --- | --- | --- |"]
-    for name, (_, _, tab, label) in HAFNER.items():
+                      for d in directions)
+    lines = [f"| approach | seeds | {head} |", "| --- | --- |" + " --- |" * len(directions)]
+    for name, (_, _, tab, label) in experiments.items():
         if tab != table or name not in summary:
             continue
         runs = list(summary[name].values())
         cells = []
-        for d in DIRECTIONS:
+        for d in directions:
             if all(d in r for r in runs):
                 cells.append(" / ".join(_cell([r[d][key] for r in runs]) for key, _ in METRICS))
             else:
@@ -104,11 +114,16 @@ def hafner_table(summary: dict, table: int) -> str:
     return "\n".join(lines)
 
 
-def write_hafner_tables(summary: dict, path: Path, note: str) -> str:
-    text = "\n".join([
-        "## Cross-modal distillation (Hafner et al.) on synthetic RGB-D data", "", note, "",
-        "Shaped like the paper's Table 3 (cross-modal results against the baselines):", "",
-        hafner_table(summary, 3), "", "Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", "",
-        hafner_table(summary, 5), ""])
+def write_tables(which: str, summary: dict, path: Path, note: str) -> str:
+    if which == "hafner":
+        parts = ["## Cross-modal distillation (Hafner et al.) on synthetic RGB-D data", "", note, "",
+                 "Shaped like the paper's Table 3 (cross-modal results against the baselines):", "",
+                 results_table(which, summary, 3), "",
+                 "Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", "",
+                 results_table(which, summary, 5), ""]
+    else:
+        parts = ["## Baselines on synthetic RGB / depth / IR data", "", note, "",
+                 results_table(which, summary, 1), ""]
+    text = "\n".join(parts)
     write_text(path, text)
     return text
