@@ -60,14 +60,19 @@ def read_id_list(path: Path) -> list[int]:
     return ids
 
 
-def read_id_mat(path: Path, key: str = "id") -> list[int]:
-    """Person ids from a MATLAB file holding a numeric array under ``key`` (SYSU ``*_id.mat``)."""
+def load_mat(path: Path) -> dict:
+    """A MATLAB file's variables (scipy, no ``squeeze_me``); v7.3/HDF5 or corrupt files are a UserError."""
     from scipy.io import loadmat
 
     try:
-        mat = loadmat(str(path))
-    except (OSError, ValueError, NotImplementedError) as exc:
+        return loadmat(str(path))
+    except (OSError, ValueError, NotImplementedError) as exc:  # NotImplementedError: MATLAB v7.3 (HDF5)
         raise UserError(f"{path}: unreadable MATLAB file ({exc}); restore it from the dataset archive") from None
+
+
+def read_id_mat(path: Path, key: str = "id") -> list[int]:
+    """Person ids from a MATLAB file holding a numeric array under ``key`` (SYSU ``*_id.mat``)."""
+    mat = load_mat(path)
     if key not in mat:
         raise UserError(f"{path}: no variable {key!r}; expected the dataset's split file")
     values = np.asarray(mat[key], dtype=np.float64).ravel()

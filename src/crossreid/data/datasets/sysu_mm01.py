@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from crossreid.data.datasets.common import (
-    list_files, read_id_list, read_id_mat, require_dir, require_file, split_train_val,
+    list_files, load_mat, read_id_list, read_id_mat, require_dir, require_file, split_train_val,
 )
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample
@@ -118,16 +118,12 @@ def read_rand_perm_cam(path: str | Path) -> dict[tuple[int, int], np.ndarray]:
     Row t is the permutation of folder positions used in trial t + 1. Reads the 6×1
     cell of N×1 cells of ``uint8`` 10×n matrices without ``squeeze_me`` (n may be 1).
     """
-    from scipy.io import loadmat
-
     path = require_file(Path(path), "rand_perm_cam.mat",
                         "it ships in SYSU-MM01's evaluation/data_split/ folder")
-    try:
-        cells = loadmat(str(path))["rand_perm_cam"]
-    except KeyError:
-        raise UserError(f"{path}: no variable 'rand_perm_cam'; is this the official file?") from None
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise UserError(f"{path}: unreadable MATLAB file ({exc}); restore it from the official repository") from None
+    mat = load_mat(path)
+    if "rand_perm_cam" not in mat:
+        raise UserError(f"{path}: no variable 'rand_perm_cam'; is this the official file?")
+    cells = mat["rand_perm_cam"]
     if cells.dtype != object or cells.shape != (6, 1):
         raise UserError(f"{path}: rand_perm_cam is {cells.shape} {cells.dtype}, expected a 6x1 cell array")
     out: dict[tuple[int, int], np.ndarray] = {}
