@@ -1,7 +1,8 @@
 """``crossreid reproduce hafner|baselines``: experiment sets on the synthetic data, over seeds.
 
 ``hafner``: the experiments of Hafner et al. (Tables 3 and 5) on synthetic RGB-D data.
-``baselines``: the four baselines, RGB↔depth and RGB↔IR. Every experiment is a shipped
+``baselines``: the four baselines, RGB↔depth and RGB↔IR. ``vi``: the visible-infrared
+methods against AGW on synthetic RGB↔IR, each with its ablations. Every experiment is a shipped
 config plus overrides, run for several seeds; the result is a markdown table (R1 / R5 /
 R10 / mAP, mean ± std over seeds). The numbers are on synthetic data: they test which
 claims hold in a controlled setting, not the papers' figures.
@@ -45,8 +46,14 @@ BASELINES = {
     for name, label in (("one_stream", "One-stream"), ("zero_padding", "Zero-padding"),
                         ("two_stream", "Two-stream"), ("agw", "AGW"))
 }
+# name -> (shipped config, overrides, table, row label); table 1: methods, 2: ablations.
+# Each visible-infrared method adds its rows here.
+VISIBLE_INFRARED = {
+    "agw": ("agw_synthetic", ["data.modalities=[rgb,ir]"], 1, "AGW (baseline)"),
+}
 SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
-        "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb"))}
+        "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),
+        "vi": (VISIBLE_INFRARED, ("rgb->ir", "ir->rgb"))}
 METRICS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("map", "mAP"))
 
 
@@ -121,6 +128,10 @@ def write_tables(which: str, summary: dict, path: Path, note: str) -> str:
                  results_table(which, summary, 3), "",
                  "Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", "",
                  results_table(which, summary, 5), ""]
+    elif which == "vi":
+        parts = ["## Visible-infrared methods on synthetic RGB / IR data", "", note, "",
+                 "Methods against AGW:", "", results_table(which, summary, 1), "",
+                 "Ablations (each component removed):", "", results_table(which, summary, 2), ""]
     else:
         parts = ["## Baselines on synthetic RGB / depth / IR data", "", note, "",
                  results_table(which, summary, 1), ""]

@@ -106,3 +106,14 @@ def gather_objects(d: Dist, obj) -> list:
     out: list = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor concatenated over the ranks of the current process group, in rank order
+    (unchanged when alone). Ranks may hold different numbers of rows. No gradient flows."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, [t.detach().cpu() for t in tensors])
+    device = tensors[0].device
+    return tuple(torch.cat([p[i] for p in parts]).to(device) for i in range(len(tensors)))

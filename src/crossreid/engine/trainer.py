@@ -322,6 +322,7 @@ class Trainer:
         t = self.cfg.train
         model.train()
         sampler.set_epoch(epoch)
+        self.method.on_epoch_start(stage, epoch)
         totals = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
                   for k, v in (partial.totals or {}).items()}
         seen, steps, here, start = partial.seen, partial.step, 0, time.perf_counter()
@@ -337,6 +338,8 @@ class Trainer:
             scaler.scale(losses["loss"]).backward()
             scaler.step(optimizer)
             scaler.update()
+            with torch.no_grad():
+                self.method.after_step(batch, stage)
             for k, v in losses.items():
                 totals[k] = totals[k] + v.detach().double() if k in totals else v.detach().double()
             steps += 1

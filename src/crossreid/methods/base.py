@@ -100,6 +100,7 @@ class Method(nn.Module, abc.ABC):
         super().__init__()
         self.cfg, self.num_classes, self.modalities = cfg, num_classes, modalities
         self.options = parse_options(self.Options, cfg.method.options, self.name)
+        self.epoch = 0
 
     @property
     def embeddable(self) -> list[Modality]:
@@ -124,6 +125,16 @@ class Method(nn.Module, abc.ABC):
     @abc.abstractmethod
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         """Losses of one batch; the key ``loss`` is the one optimised."""
+
+    def on_epoch_start(self, stage: Stage, epoch: int) -> None:
+        """Called before each epoch (0-based within the stage), resumed ones included; the
+        default records it as ``self.epoch`` for epoch-dependent losses (ramps, start epochs)."""
+        self.epoch = epoch
+
+    def after_step(self, batch: Batch, stage: Stage) -> None:
+        """Called after each optimiser step, outside autograd, on every rank with that rank's
+        rows of the batch (memory banks, EMA, prototypes). State kept in registered buffers is
+        checkpointed and restored with the weights."""
 
     @abc.abstractmethod
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
