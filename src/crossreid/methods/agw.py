@@ -91,13 +91,16 @@ class AGW(RoutedMethod):
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        out = self.forward_batch(batch)
+        return self.baseline_losses(self.forward_batch(batch), batch.labels)
+
+    def baseline_losses(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their sum."""
         loss_cfg = self.cfg.loss
         if self.options.triplet == "batch_hard":
-            return reid_losses(out, batch.labels, loss_cfg)
-        losses = reid_losses(out, batch.labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
+            return reid_losses(out, labels, loss_cfg)
+        losses = reid_losses(out, labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
         if loss_cfg.triplet_weight > 0:
-            losses["wrt"] = self.wrt(out.features.float(), batch.labels)
+            losses["wrt"] = self.wrt(out.features.float(), labels)
             losses["loss"] = losses["loss"] + loss_cfg.triplet_weight * losses["wrt"]
         return losses
 
