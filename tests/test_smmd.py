@@ -321,6 +321,7 @@ def test_resume_from_a_checkpoint_without_memory_is_an_error(tmp_path, tiny_root
 
 DDP_SCRIPT = r"""
 import sys
+import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 from crossreid.config import load_config
@@ -329,9 +330,14 @@ from crossreid.engine.trainer import Trainer
 
 root, out, *overrides = sys.argv[1:]
 trainer = Trainer(load_config(None, overrides), out + "/run", load_dataset("generic", root), progress=False)
+m, after_step, seen = trainer.method, trainer.method.after_step, []
+def spy(batch, stage):  # the memory after each step (the end of fit broadcasts rank 0's weights)
+    after_step(batch, stage)
+    seen.append((m.prototypes.features.clone(), m.prototypes.filled.clone(), batch.labels.clone()))
+m.after_step = spy
 trainer.fit()
-m = trainer.method.prototypes
-save_file({"features": m.features.contiguous(), "filled": m.filled.contiguous()}, f"{out}/rank{dist.get_rank()}.st")
+save_file({"features": torch.stack([f for f, _, _ in seen]), "filled": torch.stack([f for _, f, _ in seen]),
+           "labels": torch.stack([l for _, _, l in seen])}, f"{out}/rank{dist.get_rank()}.st")
 """
 
 
@@ -341,17 +347,20 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~20-30 s on the shared 2-core machine
 def test_ddp_ranks_hold_identical_memory(tmp_path, tiny_root):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_port()), str(script), str(tiny_root), str(tmp_path), *TINY,
-           "train.epochs=1", "method.options.mutual_start_epoch=0", "method.options.prototype_init=zero"]
+           "train.epochs=1", "method.options.mutual_start_epoch=0"]  # class-mean pass, then 2 steps
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a, b = load_file(str(tmp_path / "rank0.st")), load_file(str(tmp_path / "rank1.st"))
+    assert len(a["features"]) == 2  # one snapshot per step
+    assert not torch.equal(a["features"][0], a["features"][1])  # the steps moved the memory
     assert torch.equal(a["features"], b["features"]) and torch.equal(a["filled"], b["filled"])
-    assert a["filled"].any() and a["features"].abs().sum() > 0
+    assert a["filled"].all()
 
 
 def test_shipped_configs_build():
@@ -360,3 +369,14 @@ def test_shipped_configs_build():
         assert cfg.method.name == "smmd" and cfg.data.modalities == ["rgb", "ir"]
         build_method(cfg, 4, [RGB, IR])
         assert "RECONSTRUCTION" in resolve_config(name).read_text()
+
+
+def test_visible_infrared_rows_build_and_say_reconstruction():
+    from crossreid.reproduce import VISIBLE_INFRARED
+
+    rows = {k: v for k, v in VISIBLE_INFRARED.items() if k.startswith("smmd")}
+    assert {tab for _, _, tab, _ in rows.values()} == {1, 2} and len(rows) == 3
+    for config, overrides, _, label in rows.values():
+        assert "(reconstruction)" in label
+        cfg = load_config(resolve_config(config), [*overrides, "model.pretrained=null"])
+        build_method(cfg, 4, [Modality.parse(m) for m in cfg.data.modalities])

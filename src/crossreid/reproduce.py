@@ -50,6 +50,11 @@ BASELINES = {
 # Each visible-infrared method adds its rows here.
 VISIBLE_INFRARED = {
     "agw": ("agw_synthetic", ["data.modalities=[rgb,ir]"], 1, "AGW (baseline)"),
+    "smmd": ("smmd_synthetic", [], 1, "SMMD (reconstruction)"),
+    "smmd_no_self_mimic": ("smmd_synthetic", ["method.options.self_mimic_weight=0"], 2,
+                           "SMMD (reconstruction), self-mimic removed"),
+    "smmd_no_mutual": ("smmd_synthetic", ["method.options.mutual_weight=0"], 2,
+                       "SMMD (reconstruction), mutual distillation removed"),
 }
 SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
         "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),
