@@ -64,7 +64,7 @@ def mimic_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
 
 def sum_of_modality_means(values: torch.Tensor, slots: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Σ over slots of the mean of ``values`` over that slot's valid rows (slots without one add 0)."""
-    total = values.sum() * 0.0
+    total = values.new_zeros(())
     for slot in slots.unique():
         rows = (slots == slot) & valid
         if rows.any():
@@ -176,7 +176,7 @@ class SMMD(AGW):
         own_proto, other_proto = self.prototypes.get(labels, slots), self.prototypes.get(labels, other)
         own_ok, other_ok = self.prototypes.filled[labels, slots], self.prototypes.filled[labels, other]
         own_logits = self.prototype_logits(own_proto)
-        zero = logits.sum() * 0.0
+        zero = logits.new_zeros((), dtype=torch.float32)
         terms = {"prototype_ce": F.cross_entropy(own_logits[own_ok], labels[own_ok]) if own_ok.any() else zero}
 
         def mimic(proto: torch.Tensor, proto_logits: torch.Tensor | None, valid: torch.Tensor) -> torch.Tensor:
