@@ -50,6 +50,13 @@ BASELINES = {
 # Each visible-infrared method adds its rows here.
 VISIBLE_INFRARED = {
     "agw": ("agw_synthetic", ["data.modalities=[rgb,ir]"], 1, "AGW (baseline)"),
+    "wan": ("wan_synthetic", [], 1, "Wan et al. 2024 (reconstruction)"),
+    "wan_no_fusion": ("wan_synthetic", ["method.options.fusion_teacher=false"], 2,
+                      "Wan et al. (reconstruction) without the fusion teacher"),
+    "wan_no_memory": ("wan_synthetic", ["method.options.memory_teacher=false"], 2,
+                      "Wan et al. (reconstruction) without the memory teacher"),
+    "wan_no_dynamic": ("wan_synthetic", ["method.options.dynamic_weight=none"], 2,
+                       "Wan et al. (reconstruction) without dynamic weighting (weight 1)"),
 }
 SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
         "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),

@@ -33,7 +33,7 @@ from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
-from crossreid.models import NonLocalBlock, ResNet
+from crossreid.models import HeadOutput, NonLocalBlock, ResNet
 
 NONLOCAL_LAST = {"layer2": 2, "layer3": 3}  # how many of each layer's last blocks get a non-local block
 
@@ -91,13 +91,16 @@ class AGW(RoutedMethod):
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        out = self.forward_batch(batch)
+        return self.agw_losses(self.forward_batch(batch), batch.labels)
+
+    def agw_losses(self, out: HeadOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AGW's identity CE + triplet on head outputs (methods that extend AGW add to these)."""
         loss_cfg = self.cfg.loss
         if self.options.triplet == "batch_hard":
-            return reid_losses(out, batch.labels, loss_cfg)
-        losses = reid_losses(out, batch.labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
+            return reid_losses(out, labels, loss_cfg)
+        losses = reid_losses(out, labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
         if loss_cfg.triplet_weight > 0:
-            losses["wrt"] = self.wrt(out.features.float(), batch.labels)
+            losses["wrt"] = self.wrt(out.features.float(), labels)
             losses["loss"] = losses["loss"] + loss_cfg.triplet_weight * losses["wrt"]
         return losses
 
