@@ -137,6 +137,9 @@ def test_gap_weight_is_zero_where_the_student_is_more_confident():
     assert w[0] == 0 and w[2] == 0                      # student more / equally confident
     expected = teacher.softmax(1)[1, 1] - student.softmax(1)[1, 1]
     assert w[1] == pytest.approx(float(expected)) and w[1] > 0
+    relative = dynamic_weights("relative", student, teacher, labels)
+    assert relative[0] == 0 and relative[2] == 0
+    assert relative[1] == pytest.approx(float(expected / teacher.softmax(1)[1, 1]))
     assert dynamic_weights("ramp", student, teacher, labels, epoch=1, ramp_epochs=4).tolist() == [0.5] * 3
     assert dynamic_weights("ramp", student, teacher, labels, epoch=9, ramp_epochs=4).tolist() == [1.0] * 3
     assert dynamic_weights("none", student, teacher, labels).tolist() == [1.0] * 3

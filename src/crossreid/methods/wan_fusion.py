@@ -47,7 +47,7 @@ class Options(AGWOptions):
     memory_teacher_views: Literal["all", "others"] = "all"  # average all filled views, or all but the row's own
     distill_temperature: float = Field(4.0, gt=0)
     distill_weight: float = Field(1.0, ge=0)
-    dynamic_weight: Literal["gap", "ramp", "none"] = "gap"
+    dynamic_weight: Literal["gap", "relative", "ramp", "none"] = "gap"
     ramp_epochs: int = Field(10, ge=1)
 
 
@@ -105,14 +105,16 @@ def dynamic_weights(rule: str, student_logits: torch.Tensor, teacher_logits: tor
 
     ``gap``: ``max(0, p_teacher[y] - p_student[y])`` with softmax confidences at temperature 1,
     so a row whose student is already at least as confident on its identity gets 0;
-    ``ramp``: ``min(1, (epoch + 1) / ramp_epochs)`` for every row; ``none``: 1.
+    ``relative``: that gap over ``p_teacher[y]`` (in [0, 1], same zeros, independent of how
+    small both confidences are); ``ramp``: ``min(1, (epoch + 1) / ramp_epochs)`` for every row; ``none``: 1.
     """
     n = len(labels)
-    if rule == "gap":
+    if rule in ("gap", "relative"):
         rows = torch.arange(n, device=labels.device)
         p_s = student_logits.detach().float().softmax(1)[rows, labels]
         p_t = teacher_logits.detach().float().softmax(1)[rows, labels]
-        return (p_t - p_s).clamp_min(0)
+        gap = (p_t - p_s).clamp_min(0)
+        return gap if rule == "gap" else gap / p_t.clamp_min(1e-12)
     if rule == "ramp":
         return student_logits.new_full((n,), min(1.0, (epoch + 1) / ramp_epochs), dtype=torch.float32)
     return student_logits.new_ones(n, dtype=torch.float32)
