@@ -214,9 +214,10 @@ class WanFusion(AGW):
                     else features.new_zeros(())
                 total = total + o.fusion_id_weight * losses["fusion_id"]
             with torch.no_grad():
-                where = (labels.unsqueeze(1) == ids.unsqueeze(0)).float().argmax(1)
-                rows = (labels.unsqueeze(1) == ids.unsqueeze(0)).any(1).nonzero().squeeze(1)
-                teachers.append(("fusion", rows, self.neck_logits(fused.detach(), features)[where[rows]]))
+                match = labels.unsqueeze(1) == ids.unsqueeze(0)          # row -> its identity's fusion feature
+                rows = match.any(1).nonzero().squeeze(1)
+                logits = self.neck_logits(fused.detach(), features)
+                teachers.append(("fusion", rows, logits[match[rows].float().argmax(1)]))
         if self.memory is not None:
             views = self.views(batch)
             with torch.no_grad():
