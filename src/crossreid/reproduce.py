@@ -55,6 +55,13 @@ VISIBLE_INFRARED = {
                            "SMMD (reconstruction), self-mimic removed"),
     "smmd_no_mutual": ("smmd_synthetic", ["method.options.mutual_weight=0"], 2,
                        "SMMD (reconstruction), mutual distillation removed"),
+    "wan": ("wan_synthetic", [], 1, "Wan et al. 2024 (reconstruction)"),
+    "wan_no_fusion": ("wan_synthetic", ["method.options.fusion_teacher=false"], 2,
+                      "Wan et al. (reconstruction) without the fusion teacher"),
+    "wan_no_memory": ("wan_synthetic", ["method.options.memory_teacher=false"], 2,
+                      "Wan et al. (reconstruction) without the memory teacher"),
+    "wan_no_dynamic": ("wan_synthetic", ["method.options.dynamic_weight=none"], 2,
+                       "Wan et al. (reconstruction) without dynamic weighting (weight 1)"),
 }
 SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
         "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),

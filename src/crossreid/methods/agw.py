@@ -33,7 +33,7 @@ from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
-from crossreid.models import NonLocalBlock, ResNet
+from crossreid.models import HeadOutput, NonLocalBlock, ResNet
 
 NONLOCAL_LAST = {"layer2": 2, "layer3": 3}  # how many of each layer's last blocks get a non-local block
 

@@ -182,6 +182,7 @@ def _ensure_builtin() -> None:
     import crossreid.methods.zero_padding  # noqa: F401
     import crossreid.methods.agw  # noqa: F401
     import crossreid.methods.smmd  # noqa: F401
+    import crossreid.methods.wan_fusion  # noqa: F401
 
 
 def method_names() -> list[str]:
