@@ -181,6 +181,7 @@ def _ensure_builtin() -> None:
     import crossreid.methods.two_stream  # noqa: F401
     import crossreid.methods.zero_padding  # noqa: F401
     import crossreid.methods.agw  # noqa: F401
+    import crossreid.methods.idkl  # noqa: F401
 
 
 def method_names() -> list[str]:
