@@ -112,6 +112,10 @@ class IDKL(Method):
         feature = self.neck_shared(self.pool(self.shared_branch(self.front(images))))
         return F.normalize(feature, dim=1) if self.options.normalize else feature
 
+    def retrieval_settings(self) -> dict:
+        return {"feature": "BN of the shared branch's GeM feature", "l2_normalised": self.options.normalize,
+                "re_ranking": False}
+
     def forward_train(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every training tensor: maps, pooled and BN features, logits (and purifier maps)."""
         x2 = self.front(images)
