@@ -4,6 +4,7 @@ bad input, and a tiny fit through the trainer (methods.md §5, §8.3)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import math
 
 import pytest
@@ -279,6 +280,7 @@ def test_bad_batches_and_contradictory_options():
 def test_shipped_configs(name):
     cfg = load_config(resolve_config(name))
     assert cfg.method.name == "idkl" and cfg.loss.triplet_margin == 1.3 and cfg.data.modalities == ["rgb", "ir"]
+    assert cfg.train.identity_draw == "pass"
     if name != "idkl_synthetic":
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 3.5e-4, 5e-3)
         assert cfg.schedule.milestones == [55, 95] and cfg.train.epochs == 160 and cfg.train.random_erasing == 0.5
@@ -339,3 +341,53 @@ def test_load_run_refuses_another_methods_weights(tmp_path, tiny_root):
     (run / "config.yaml").write_text(text)
     with pytest.raises(UserError, match="do not fit"):
         load_run(run)
+
+
+# ------------------------------------------------------------------ the released batch draw (§5.4)
+def pass_samples(counts: dict[int, tuple[int, int]]):
+    """Samples with ``counts[pid] = (visible, infrared)`` images each."""
+    from pathlib import Path
+
+    from crossreid.data.samples import Sample
+
+    out = []
+    for pid, (nv, ni) in counts.items():
+        out += [Sample(Path(f"v{pid}_{j}.png"), pid, 1, RGB) for j in range(nv)]
+        out += [Sample(Path(f"i{pid}_{j}.png"), pid, 3, IR) for j in range(ni)]
+    return out
+
+
+def test_pass_draw_chunks_without_replacement_row_aligned():
+    from crossreid.data.samplers import CrossModalIdentitySampler
+
+    # K = 2: id 1 gives 3 chunks (6 V, 7 IR -> 6 each), id 2 two, id 3 one, id 4 one (1 V: K drawn with replacement)
+    samples = pass_samples({1: (6, 7), 2: (4, 5), 3: (3, 2), 4: (1, 3)})
+    sampler = CrossModalIdentitySampler(samples, [RGB, IR], ids_per_batch=2, images_per_id=2, seed=3, draw="pass")
+    batches = list(sampler)
+    # batches of 2 identities until fewer than 2 identities have a chunk left: 7 chunks -> at most 3 batches
+    assert 1 <= len(batches) == len(sampler) <= 3
+    taken = Counter()
+    for batch in batches:
+        vis, ir = batch[:4], batch[4:]
+        assert all(samples[i].modality is RGB for i in vis) and all(samples[i].modality is IR for i in ir)
+        pids = [samples[i].pid for i in vis]
+        assert pids == [samples[i].pid for i in ir] and pids[0] == pids[1] and pids[2] == pids[3] != pids[0]
+        for i in batch:
+            taken[i] += 1
+    assert all(n == 1 for i, n in taken.items() if samples[i].pid != 4)   # without replacement within a pass
+    assert batches == list(sampler.global_batches())
+    assert list(sampler.global_batches(start=1)) == batches[1:]           # exact resume
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    longer = CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, seed=3, draw="pass", iterations=7)
+    assert len(list(longer)) == 7 and list(longer)[:len(batches)] == batches   # further passes continue it
+
+
+def test_pass_draw_bad_settings():
+    from crossreid.data.samplers import CrossModalIdentitySampler
+
+    samples = pass_samples({1: (4, 4), 2: (4, 4)})
+    with pytest.raises(UserError, match="paired"):
+        CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, paired=True, draw="pass")
+    with pytest.raises(UserError, match="identity_draw='shuffle'"):
+        CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, draw="shuffle")

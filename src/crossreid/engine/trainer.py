@@ -157,7 +157,7 @@ class Trainer:
         return CrossModalIdentitySampler(self.catalog.train, self.stage_modalities(stage), t.ids_per_batch,
                                          t.images_per_id, paired=stage.paired, seed=t.seed + 1000 * si,
                                          iterations=t.iterations_per_epoch, rank=self.dist.rank,
-                                         world=self.dist.world)
+                                         world=self.dist.world, draw=t.identity_draw)
 
     def stage_modalities(self, stage: Stage) -> list[Modality]:
         return stage.modalities or self.modalities
