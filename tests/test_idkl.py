@@ -391,3 +391,16 @@ def test_pass_draw_bad_settings():
         CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, paired=True, draw="pass")
     with pytest.raises(UserError, match="identity_draw='shuffle'"):
         CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, draw="shuffle")
+
+
+def test_results_record_the_test_feature_settings():
+    from crossreid.evaluation.results import ProtocolResult
+    from crossreid.experiment import record_test_feature
+
+    results = {"ir->rgb": ProtocolResult({"name": "sysu_mm01_all", "distance": "euclidean"}, "euclidean")}
+    record_test_feature(results, make("method.options.normalize=false"))
+    assert results["ir->rgb"].protocol["test_feature"]["l2_normalised"] is False
+    assert results["ir->rgb"].protocol["test_feature"]["re_ranking"] is False
+    plain = {"rgb->ir": ProtocolResult({"name": "synthetic"}, "euclidean")}
+    record_test_feature(plain, build_method(load_config(None, ["model.arch=resnet18", "method.name=agw"]), 3, [RGB, IR]))
+    assert "test_feature" not in plain["rgb->ir"].protocol
