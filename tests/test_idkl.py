@@ -272,6 +272,8 @@ def test_bad_batches_and_contradictory_options():
         make("train.ids_per_batch=5")
     with pytest.raises(UserError, match="data.modalities"):
         make(modalities=(RGB, DEPTH, IR))
+    with pytest.raises(UserError, match="model.pooling=gem"):
+        make("model.pooling=avg")
     with pytest.raises(UserError, match="tgsa_weight"):
         make("method.options.tgsa_weight=1")
 

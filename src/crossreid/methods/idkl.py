@@ -75,6 +75,11 @@ class IDKL(Method):
             names = ", ".join(m.value for m in modalities)
             raise UserError(f"data.modalities=[{names}]: idkl trains on visible and one other (infrared) "
                             "modality; set data.modalities=[rgb, ir]")
+        m = cfg.model
+        if (m.pooling, m.head, m.embedding_dim) != ("gem", "bnneck", None):
+            raise UserError(f"model.pooling={m.pooling}, model.head={m.head}, model.embedding_dim={m.embedding_dim}: "
+                            "idkl has GeM (p = 3) and BNNecks on the 2048/512-d maps; set model.pooling=gem, "
+                            "model.head=bnneck, model.embedding_dim=null")
         self.visible = Modality.RGB
         self.infrared = next(m for m in modalities if m is not Modality.RGB)
         o = self.options
