@@ -406,3 +406,20 @@ def test_results_record_the_test_feature_settings():
     plain = {"rgb->ir": ProtocolResult({"name": "synthetic"}, "euclidean")}
     record_test_feature(plain, build_method(load_config(None, ["model.arch=resnet18", "method.name=agw"]), 3, [RGB, IR]))
     assert "test_feature" not in plain["rgb->ir"].protocol
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.ids_per_batch=3", "train.ids_per_batch=3 is odd"),
+    ("data.modalities=[rgb,depth,ir]", "data.modalities=[rgb, depth, ir]"),
+])
+def test_cli_bad_options_are_one_line_and_write_nothing(tmp_path, tiny_root, override, message):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "crossreid", "train", "idkl_synthetic", "--out", "x",
+                           "data.dataset=generic", f"data.root={tiny_root}", override],
+                          capture_output=True, text=True, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+        proc.stderr
+    assert not (tmp_path / "x").exists()
