@@ -83,8 +83,14 @@ def table(rows: list[dict], machine: str, load: str) -> str:
              "| network | batch | step pairs | AGW img/s | IDKL img/s | IDKL step time / AGW (median) | "
              "parameters AGW / IDKL |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['net']} | {r['batch']} | {r['pairs']} | {r['agw']:.1f} | {r['idkl']:.1f} | "
+        lines.append(f"| {r['net']} | {r['batch']} | {r['pairs']} | {r['agw']:.3g} | {r['idkl']:.3g} | "
                      f"{r['ratio']:.2f}× | {r['params']['agw']:.1f} M / {r['params']['idkl']:.1f} M |")
+    lines += ["", "AGW runs with its default options here (non-local blocks of C/2 channels in layer2-3, "
+              "weighted regularised triplet); IDKL with all its losses on (purifier, modality classifiers, "
+              "TGSA, CSA). IDKL's extra cost is the second layer3-4 branch, the purifier's two 1x1-conv "
+              "masks at full map resolution and its extra GeM/classifier passes. AGW's non-local blocks "
+              "grow with the map (all-pairs affinity), a likely reason the ratio is smaller at 384×144 "
+              "(not measured separately)."]
     return "\n".join(lines)
 
 
