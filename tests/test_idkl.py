@@ -65,6 +65,14 @@ def test_distance_graph_drops_the_diagonal_and_graph_kl_uses_plus_distance():
         distance_graph(points[:1])
 
 
+def test_modality_and_branch_terms_pair_the_right_blocks():
+    from crossreid.alignment_losses import modality_and_branch_terms
+
+    sh_v, sh_i, sp_v, sp_i = (torch.tensor([[v]]) for v in (1.0, 4.0, 10.0, 100.0))
+    intra, inter = modality_and_branch_terms(lambda a, b: (a - b).abs().sum(), sh_v, sh_i, sp_v, sp_i)
+    assert intra.item() == 3.0 and inter.item() == 9.0 + 96.0
+
+
 def test_set_level_logits_put_each_identitys_chunk_side_by_side():
     z = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0], [11.0, 12.0]])  # 3 ids x 2
     assert torch.equal(set_level_logits(z, 2), torch.tensor([[1.0, 2.0, 5.0, 6.0, 9.0, 10.0],

@@ -43,6 +43,15 @@ def graph_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return symmetric_kl(distance_graph(a), distance_graph(b))
 
 
+def modality_and_branch_terms(divergence, shared_v: torch.Tensor, shared_i: torch.Tensor,
+                              specific_v: torch.Tensor, specific_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IDKL's two alignments of row-aligned visible (v) / infrared (i) blocks: ``intra`` =
+    d(shared_v, shared_i) across modalities, ``inter`` = d(shared_v, specific_v) +
+    d(shared_i, specific_i) across branches, for a divergence d (``graph_kl``, ``symmetric_kl``)."""
+    return (divergence(shared_v, shared_i),
+            divergence(shared_v, specific_v) + divergence(shared_i, specific_i))
+
+
 def set_level_logits(logits: torch.Tensor, images_per_id: int) -> torch.Tensor:
     """``(P*K, C) -> (K, P*C)``: the P consecutive K-row chunks (one per identity) side by side,
     so row j holds the j-th image of every identity."""

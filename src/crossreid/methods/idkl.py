@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from crossreid.alignment_losses import (check_aligned, confuser_labels, entropy_margin_loss, graph_kl,
-                                        modality_centroid_hinge, set_level_logits, symmetric_kl)
+                                        modality_and_branch_terms, modality_centroid_hinge, set_level_logits,
+                                        symmetric_kl)
 from crossreid.errors import UserError
 from crossreid.losses import BatchHardTriplet
 from crossreid.methods.base import Batch, Method, Stage, build_net, register_method
@@ -174,20 +175,18 @@ class IDKL(Method):
             terms["purifier_entropy"] = (o.purifier_weight, entropy_margin_loss(logits, masked, o.purifier_margin))
             terms["purifier_centroid"] = (o.purifier_weight, modality_centroid_hinge(
                 self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin))
-        if o.tgsa:
-            half = batch.rows // 2
-            mixed = torch.cat([f_sh[vis][:half], f_sh[ir][:half]])
-            intra = graph_kl(f_sh[vis], f_sh[ir])
-            if o.tgsa_mixed_terms:
+        if o.tgsa:  # distance graphs of the pre-BN features
+            intra, inter = modality_and_branch_terms(graph_kl, f_sh[vis], f_sh[ir], f_sp[vis], f_sp[ir])
+            if o.tgsa_mixed_terms:  # the first half of the identities' visible rows, then their IR rows
+                mixed = torch.cat([f_sh[vis][: batch.rows // 2], f_sh[ir][: batch.rows // 2]])
                 intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
-            terms["tgsa_intra"] = (o.tgsa_intra_weight, intra)
-            terms["tgsa_inter"] = (o.tgsa_inter_weight, graph_kl(f_sh[vis], f_sp[vis]) + graph_kl(f_sh[ir], f_sp[ir]))
-        for name, on, view in (("csa", o.csa_sample, lambda z: z), ("csa_set", o.csa_set,
-                                                                    lambda z: set_level_logits(z, k))):
+            terms["tgsa_intra"], terms["tgsa_inter"] = (o.tgsa_intra_weight, intra), (o.tgsa_inter_weight, inter)
+        logit_blocks = (z_sh[vis], z_sh[ir], z_sp[vis], z_sp[ir])
+        for name, on, blocks in (("csa", o.csa_sample, logit_blocks),
+                                 ("csa_set", o.csa_set, [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None)):
             if on:
-                terms[f"{name}_intra"] = (o.csa_intra_weight, symmetric_kl(view(z_sh[vis]), view(z_sh[ir])))
-                terms[f"{name}_inter"] = (o.csa_inter_weight, symmetric_kl(view(z_sh[vis]), view(z_sp[vis]))
-                                          + symmetric_kl(view(z_sh[ir]), view(z_sp[ir])))
+                intra, inter = modality_and_branch_terms(symmetric_kl, *blocks)
+                terms[f"{name}_intra"], terms[f"{name}_inter"] = (o.csa_intra_weight, intra), (o.csa_inter_weight, inter)
         losses = {name: value for name, (_, value) in terms.items()}
         losses["loss"] = sum((w * value for w, value in terms.values() if w > 0), f_sh.new_zeros(()))
         return losses
