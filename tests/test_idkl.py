@@ -412,7 +412,8 @@ def test_results_record_the_test_feature_settings():
     assert results["ir->rgb"].protocol["test_feature"]["l2_normalised"] is False
     assert results["ir->rgb"].protocol["test_feature"]["re_ranking"] is False
     plain = {"rgb->ir": ProtocolResult({"name": "synthetic"}, "euclidean")}
-    record_test_feature(plain, build_method(load_config(None, ["model.arch=resnet18", "method.name=agw"]), 3, [RGB, IR]))
+    agw = build_method(load_config(None, ["model.arch=resnet18", "method.name=agw"]), 3, [RGB, IR])
+    record_test_feature(plain, agw)
     assert "test_feature" not in plain["rgb->ir"].protocol
 
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from crossreid.errors import UserError
-from crossreid.losses import pairwise_euclidean
 
 
 def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

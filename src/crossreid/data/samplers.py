@@ -128,7 +128,8 @@ class CrossModalIdentitySampler:
                 picked = [[p[j] for j in rng.choice(len(p), size=self.K, replace=True)] for p in pools]
             else:
                 picked = [[p[j] for j in rng.permutation(len(p))[:n]] for p in pools]
-            chunks[pid] = [[pool[c * self.K:(c + 1) * self.K] for pool in picked] for c in range(len(picked[0]) // self.K)]
+            chunks[pid] = [[pool[c * self.K:(c + 1) * self.K] for pool in picked]
+                           for c in range(len(picked[0]) // self.K)]
         available = [pid for pid in self.pids if chunks[pid]]
         batches = []
         while len(available) >= self.P:

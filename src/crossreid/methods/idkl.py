@@ -182,11 +182,13 @@ class IDKL(Method):
                 intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
             terms["tgsa_intra"], terms["tgsa_inter"] = (o.tgsa_intra_weight, intra), (o.tgsa_inter_weight, inter)
         logit_blocks = (z_sh[vis], z_sh[ir], z_sp[vis], z_sp[ir])
-        for name, on, blocks in (("csa", o.csa_sample, logit_blocks),
-                                 ("csa_set", o.csa_set, [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None)):
-            if on:
+        csa = {"csa": logit_blocks if o.csa_sample else None,
+               "csa_set": [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None}
+        for name, blocks in csa.items():
+            if blocks is not None:
                 intra, inter = modality_and_branch_terms(symmetric_kl, *blocks)
-                terms[f"{name}_intra"], terms[f"{name}_inter"] = (o.csa_intra_weight, intra), (o.csa_inter_weight, inter)
+                terms[f"{name}_intra"] = (o.csa_intra_weight, intra)
+                terms[f"{name}_inter"] = (o.csa_inter_weight, inter)
         losses = {name: value for name, (_, value) in terms.items()}
         losses["loss"] = sum((w * value for w, value in terms.values() if w > 0), f_sh.new_zeros(()))
         return losses
