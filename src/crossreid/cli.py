@@ -239,7 +239,7 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
     data = {"hafner": "RGB and depth only", "vi": "RGB and IR only"}.get(which, "RGB, depth and IR")
     note = (f"Synthetic data (the demo's synthetic set, {data}), {len(seed_list)} seed(s)"
             f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
-            "Not comparable with the paper's BIWI / RobotPKU figures.")
+            f"Not comparable with the papers' {'SYSU-MM01 / RegDB / LLCM' if which == 'vi' else 'BIWI / RobotPKU'} figures.")
     click.echo(write_tables(which, summary, Path(table_path or out_dir / "tables.md"), note))
 
 

@@ -92,6 +92,7 @@ class TrainConfig(_Strict):
     ids_per_batch: int = Field(8, ge=2)       # P
     images_per_id: int = Field(4, ge=1)       # K per modality
     iterations_per_epoch: Optional[int] = Field(None, ge=1)  # default: one pass over the largest modality
+    identity_draw: Literal["random", "pass"] = "random"  # pass: IDKL's per-epoch chunks without replacement
     seed: int = 0
     deterministic: bool = False
     threads: Optional[int] = Field(None, ge=1)

@@ -48,7 +48,16 @@ def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: 
                                   directions or cfg.eval.directions,
                                   cfg.eval.metric, protocol=protocol, features=features,
                                   protocol_options=protocol_options)
-    return ExperimentResult(results, features, trainer.method)
+    return ExperimentResult(record_test_feature(results, trainer.method), features, trainer.method)
+
+
+def record_test_feature(results: dict, method) -> dict:
+    """Add the method's ``retrieval_settings()`` (if any) to each result's protocol record."""
+    settings = method.retrieval_settings()
+    for result in results.values():
+        if settings:
+            result.protocol["test_feature"] = settings
+    return results
 
 
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
@@ -75,6 +84,7 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
         cfg.data = cfg.data.model_copy(update=updates)
     catalog = open_catalog(cfg.data, progress=progress)
     stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
-    return evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
-                               cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
-                               batch_size=cfg.eval.batch_size, progress=progress)
+    results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
+                                  cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
+                                  batch_size=cfg.eval.batch_size, progress=progress)
+    return record_test_feature(results, method)

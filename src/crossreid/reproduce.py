@@ -62,6 +62,13 @@ VISIBLE_INFRARED = {
                       "Wan et al. (reconstruction) without the memory teacher"),
     "wan_no_dynamic": ("wan_synthetic", ["method.options.dynamic_weight=none"], 2,
                        "Wan et al. (reconstruction) without dynamic weighting (weight 1)"),
+    "idkl": ("idkl_synthetic", ["data.modalities=[rgb,ir]"], 1, "IDKL"),
+    "idkl_no_purifier": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.purifier=false"], 2,
+                         "IDKL without the IN-guided purifier"),
+    "idkl_no_tgsa": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.tgsa=false"], 2,
+                     "IDKL without TGSA"),
+    "idkl_no_csa": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.csa_sample=false",
+                                       "method.options.csa_set=false"], 2, "IDKL without CSA (sample and set level)"),
 }
 SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
         "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),

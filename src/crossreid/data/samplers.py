@@ -11,6 +11,8 @@ from crossreid.data.samples import Sample
 from crossreid.errors import UserError
 from crossreid.modality import Modality
 
+DRAWS = ("random", "pass")
+
 
 class CrossModalIdentitySampler:
     """Yields batches of sample indices laid out modality-major and row-aligned.
@@ -21,10 +23,19 @@ class CrossModalIdentitySampler:
     the first modality's image is drawn first and the others take its co-registered
     partner (same frame key), so rows are true pairs (as distillation needs).
 
-    Identities present in every modality are eligible. Images are drawn without
-    replacement while an identity has enough, else with replacement. The draw is a
-    pure function of ``(seed, epoch)``, so ``start`` (batches already done) resumes an
-    epoch exactly.
+    Identities present in every modality are eligible. ``draw`` chooses how:
+
+    * ``"random"``: every batch draws P identities afresh and K images per modality
+      (without replacement while an identity has enough, else with replacement).
+    * ``"pass"`` (IDKL's released sampler, methods.md §5.4): once per epoch each
+      identity's modality lists are truncated to the smallest one's length, shuffled and
+      cut into chunks of K per modality (fewer than K: K drawn with replacement);
+      batches take one unused chunk from each of P identities until fewer than P have
+      one left. The epoch is that pass (``iterations``, if given, spans further passes
+      or stops early). Not with ``paired``.
+
+    The draw is a pure function of ``(seed, epoch)``, so ``start`` (batches already
+    done) resumes an epoch exactly.
 
     Distributed: with ``world`` > 1, iteration yields rank ``rank``'s share of every
     global batch: P / world of its identities, all their images in every modality,
@@ -34,9 +45,15 @@ class CrossModalIdentitySampler:
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[Modality], ids_per_batch: int,
                  images_per_id: int, paired: bool = False, seed: int = 0,
-                 iterations: int | None = None, rank: int = 0, world: int = 1) -> None:
+                 iterations: int | None = None, rank: int = 0, world: int = 1, draw: str = "random") -> None:
         self.modalities = [Modality.parse(m) for m in modalities]
         self.P, self.K, self.paired, self.seed = ids_per_batch, images_per_id, paired, seed
+        if draw not in DRAWS:
+            raise UserError(f"train.identity_draw={draw!r} is unknown; use one of: {', '.join(DRAWS)}")
+        if draw == "pass" and paired:
+            raise UserError("train.identity_draw=pass cannot draw co-registered pairs; this method's paired "
+                            "stage needs train.identity_draw=random")
+        self.draw, self.fixed_iterations = draw, iterations
         if ids_per_batch % world:
             raise UserError(f"train.ids_per_batch={ids_per_batch} does not split over {world} processes; "
                             f"use a multiple of {world}")
@@ -58,6 +75,7 @@ class CrossModalIdentitySampler:
         largest = max(sum(len(v) for v in d.values()) for d in self.by_id.values())
         self.iterations = iterations or max(1, largest // (self.P * self.K))
         self.epoch = 0
+        self.set_epoch(0)
 
     def _pair_index(self, samples: Sequence[Sample]) -> dict[tuple[int, Modality], int]:
         key_to_idx: dict[tuple[str, Modality], int] = {}
@@ -80,6 +98,8 @@ class CrossModalIdentitySampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.draw == "pass" and self.fixed_iterations is None:
+            self.iterations = len(self._pass(np.random.default_rng([self.seed, epoch, 0])))
 
     def __len__(self) -> int:
         return self.iterations
@@ -98,8 +118,48 @@ class CrossModalIdentitySampler:
         for batch in self.global_batches():
             yield self.shard(batch) if self.world > 1 else batch
 
+    def _pass(self, rng: np.random.Generator) -> list[list[int]]:
+        """One pass of the ``"pass"`` draw: every identity's chunks, P identities per batch."""
+        chunks: dict[int, list[list[list[int]]]] = {}
+        for pid in self.pids:
+            pools = [self.by_id[m][pid] for m in self.modalities]
+            n = min(len(p) for p in pools)
+            if n < self.K:
+                picked = [[p[j] for j in rng.choice(len(p), size=self.K, replace=True)] for p in pools]
+            else:
+                picked = [[p[j] for j in rng.permutation(len(p))[:n]] for p in pools]
+            chunks[pid] = [[pool[c * self.K:(c + 1) * self.K] for pool in picked]
+                           for c in range(len(picked[0]) // self.K)]
+        available = [pid for pid in self.pids if chunks[pid]]
+        batches = []
+        while len(available) >= self.P:
+            pids = [available[j] for j in rng.choice(len(available), size=self.P, replace=False)]
+            taken = [chunks[pid].pop(0) for pid in pids]
+            available = [pid for pid in available if chunks[pid]]
+            batches.append([i for m in range(len(self.modalities)) for chunk in taken for i in chunk[m]])
+        if not batches:
+            raise UserError(f"train.identity_draw=pass: fewer than ids_per_batch={self.P} identities per pass; "
+                            "lower train.ids_per_batch")
+        return batches
+
+    def _passes(self) -> Iterator[list[int]]:
+        """The ``"pass"`` draw's batches for this epoch: its first pass, then further ones if needed."""
+        count, n = 0, 0
+        while count < self.iterations:
+            for batch in self._pass(np.random.default_rng([self.seed, self.epoch, n])):
+                if count == self.iterations:
+                    return
+                yield batch
+                count += 1
+            n += 1
+
     def global_batches(self, start: int = 0) -> Iterator[list[int]]:
         """The epoch's global batches from batch ``start`` on (the draw of earlier ones is replayed)."""
+        if self.draw == "pass":
+            for step, batch in enumerate(self._passes()):
+                if step >= start:
+                    yield batch
+            return
         rng = np.random.default_rng([self.seed, self.epoch])
         first, rest = self.modalities[0], self.modalities[1:]
         for step in range(self.iterations):

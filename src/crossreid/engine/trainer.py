@@ -147,7 +147,8 @@ class Trainer:
         self.log: MetricLog | None = None
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", dump_config(cfg))
+            if not resume:  # a resumed run's config is rewritten once its checkpoint is accepted
+                write_text(self.run_dir / "config.yaml", dump_config(cfg))
             self.log = MetricLog(self.run_dir)
 
     # ------------------------------------------------------------------ training
@@ -156,7 +157,7 @@ class Trainer:
         return CrossModalIdentitySampler(self.catalog.train, self.stage_modalities(stage), t.ids_per_batch,
                                          t.images_per_id, paired=stage.paired, seed=t.seed + 1000 * si,
                                          iterations=t.iterations_per_epoch, rank=self.dist.rank,
-                                         world=self.dist.world)
+                                         world=self.dist.world, draw=t.identity_draw)
 
     def stage_modalities(self, stage: Stage) -> list[Modality]:
         return stage.modalities or self.modalities
@@ -164,6 +165,8 @@ class Trainer:
     def fit(self) -> dict:
         stages = self.method.stages()
         pos = self._restore(stages) if self.resume else Position()
+        if self.resume and self.dist.main:
+            write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
         summary = {}
         for si in range(pos.stage, len(stages)):
             here = pos if si == pos.stage else Position(stage=si)

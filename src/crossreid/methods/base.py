@@ -140,6 +140,11 @@ class Method(nn.Module, abc.ABC):
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         """Eval-mode retrieval features of images of one modality."""
 
+    def retrieval_settings(self) -> dict:
+        """How ``embed`` makes its test feature where that matters for comparisons (e.g.
+        ``{"l2_normalised": True}``); recorded with every test result. Default: nothing."""
+        return {}
+
     def param_groups(self, stage: Stage) -> list[dict]:
         """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
         optim = self.cfg.optim
@@ -183,6 +188,7 @@ def _ensure_builtin() -> None:
     import crossreid.methods.agw  # noqa: F401
     import crossreid.methods.smmd  # noqa: F401
     import crossreid.methods.wan_fusion  # noqa: F401
+    import crossreid.methods.idkl  # noqa: F401
 
 
 def method_names() -> list[str]:

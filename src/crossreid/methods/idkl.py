@@ -1,0 +1,194 @@
+"""IDKL (Ren & Zhang, CVPR 2024), as the released code computes it (methods.md §5, §8.3).
+
+Dual one-stream network: one trunk (``backbone.shared``: stem, layer1-2 shared by both
+branches, then the modality-shared layer3-4) and a second layer3-4 copy
+(``backbone.specific``), both initialised from the same ``model.pretrained`` file, last
+stride 1, both fed with both modalities. The specific branch's map goes through the
+IN-guided purifier (``models/purifier.py``); both maps are GeM-pooled (p = 3) and get
+their own BNNeck (bias frozen at 0, weight 1 as released) and bias-free classifier.
+
+Losses (``alignment_losses.py``; weights are options, never keyed to the batch size):
+CE on both branches and batch-hard triplet (``loss.triplet_margin``, 1.3) on both pre-BN
+features; modality discriminator on the specific BN feature (true labels) and confuser
+on the shared BN feature (fixed pseudo labels, no gradient reversal); purifier losses
+(entropy margin through an extra classifier never trained with CE, modality-centroid
+hinge); TGSA on distance graphs of pre-BN features and CSA on logits, sample and set level.
+Test feature: the shared branch's BN feature only, L2-normalised if ``normalize``.
+
+The batch is modality-major (``CrossModalIdentitySampler``): visible row r and infrared
+row r show the same identity, each identity in a run of K rows; anything else is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from crossreid.alignment_losses import (check_aligned, confuser_labels, entropy_margin_loss, graph_kl,
+                                        modality_and_branch_terms, modality_centroid_hinge, set_level_logits,
+                                        symmetric_kl)
+from crossreid.errors import UserError
+from crossreid.losses import BatchHardTriplet
+from crossreid.methods.base import Batch, Method, Stage, build_net, register_method
+from crossreid.modality import Modality
+from crossreid.models import BNNeck, GeM
+from crossreid.models.purifier import InstanceNormPurifier, ModalityClassifier
+
+
+class Options(BaseModel):
+    """Defaults: the released SYSU-MM01 / LLCM settings (batch 12 ids x (5 V + 5 IR))."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purifier: bool = True                                    # False: no purifier module and no L_IP
+    purifier_weight: float = Field(0.1, ge=0)                # on L_ent + L_cen
+    purifier_margin: float = 0.0                             # margin of both purifier hinges
+    modality_losses: bool = True                             # discriminator (specific) + confuser (shared)
+    tgsa: bool = True                                        # released: on for SYSU/LLCM, off for RegDB
+    tgsa_intra_weight: float = Field(1.0, ge=0)              # visible vs IR graphs of the shared space
+    tgsa_inter_weight: float = Field(0.6, ge=0)              # specific -> shared graphs per modality
+    tgsa_mixed_terms: bool = True                            # the two terms with the mixed half-V/half-IR set
+    csa_sample: bool = True                                  # CSA on the logits ("bg_kl")
+    csa_set: bool = True                                     # CSA on the set-level logits ("sm_kl")
+    csa_intra_weight: float = Field(1.0, ge=0)
+    csa_inter_weight: float = Field(0.8, ge=0)               # released: 0.8 at batch 120, 0.3 otherwise
+    normalize: bool = True                                   # L2-normalise test features (released: SYSU only)
+
+
+def _neck(dim: int) -> BNNeck:
+    neck = BNNeck(dim)
+    nn.init.ones_(neck.weight)  # the released IDKL neck keeps BatchNorm's default weight 1
+    return neck
+
+
+@register_method
+class IDKL(Method):
+    name = "idkl"
+    Options = Options
+
+    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
+        super().__init__(cfg, num_classes, modalities)
+        if Modality.RGB not in modalities or len(modalities) != 2:
+            names = ", ".join(m.value for m in modalities)
+            raise UserError(f"data.modalities=[{names}]: idkl trains on visible and one other (infrared) "
+                            "modality; set data.modalities=[rgb, ir]")
+        m = cfg.model
+        if (m.pooling, m.head, m.embedding_dim) != ("gem", "bnneck", None):
+            raise UserError(f"model.pooling={m.pooling}, model.head={m.head}, model.embedding_dim={m.embedding_dim}: "
+                            "idkl has GeM (p = 3) and BNNecks on the 2048/512-d maps; set model.pooling=gem, "
+                            "model.head=bnneck, model.embedding_dim=null")
+        self.visible = Modality.RGB
+        self.infrared = next(m for m in modalities if m is not Modality.RGB)
+        o = self.options
+        if o.tgsa and cfg.train.ids_per_batch % 2:
+            raise UserError(f"method.options.tgsa=true splits the batch's identities in half, but "
+                            f"train.ids_per_batch={cfg.train.ids_per_batch} is odd; use an even number "
+                            "(released: 12) or set method.options.tgsa=false")
+        trunk = build_net(cfg, num_classes).backbone     # loads model.pretrained once
+        specific = nn.ModuleDict({"layer3": copy.deepcopy(trunk.layer3), "layer4": copy.deepcopy(trunk.layer4)})
+        self.backbone = nn.ModuleDict({"shared": trunk, "specific": specific})
+        dim = trunk.out_channels
+        self.pool = GeM(p=3.0, eps=1e-6)
+        self.purifier = InstanceNormPurifier(dim) if o.purifier else None
+        self.neck_shared, self.neck_specific = _neck(dim), _neck(dim)
+        self.classifier_shared = nn.Linear(dim, num_classes, bias=False)
+        self.classifier_specific = nn.Linear(dim, num_classes, bias=False)
+        self.classifier_purifier = nn.Linear(dim, num_classes, bias=False) if o.purifier else None
+        self.discriminator = ModalityClassifier(dim) if o.modality_losses else None
+        self.confuser = ModalityClassifier(dim) if o.modality_losses else None
+        self.triplet = BatchHardTriplet(cfg.loss.triplet_margin)
+
+    # ------------------------------------------------------------------ network
+    def front(self, images: torch.Tensor) -> torch.Tensor:
+        """Shared stem + layer1-2 (X2)."""
+        return self.backbone["shared"].forward_stages(images, "stem", "layer2")
+
+    def shared_branch(self, x2: torch.Tensor) -> torch.Tensor:
+        return self.backbone["shared"].forward_stages(x2, "layer3", "layer4")
+
+    def specific_branch(self, x2: torch.Tensor) -> torch.Tensor:
+        return self.backbone["specific"]["layer4"](self.backbone["specific"]["layer3"](x2))
+
+    def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        self.check_modality(modality)
+        feature = self.neck_shared(self.pool(self.shared_branch(self.front(images))))
+        return F.normalize(feature, dim=1) if self.options.normalize else feature
+
+    def retrieval_settings(self) -> dict:
+        return {"feature": "BN of the shared branch's GeM feature", "l2_normalised": self.options.normalize,
+                "re_ranking": False}
+
+    def forward_train(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every training tensor: maps, pooled and BN features, logits (and purifier maps)."""
+        x2 = self.front(images)
+        x_sh, x_sp = self.shared_branch(x2), self.specific_branch(x2)
+        out = {"x2": x2, "x_shared": x_sh, "x_specific": x_sp}
+        if self.purifier is not None:
+            p = self.purifier(x_sp)
+            out.update(purified=p.out, x_masked=p.x_masked, z=p.z, z_masked=p.z_masked)
+            x_sp = p.out
+        out["f_shared"], out["f_specific"] = self.pool(x_sh), self.pool(x_sp)
+        out["bn_shared"], out["bn_specific"] = self.neck_shared(out["f_shared"]), self.neck_specific(out["f_specific"])
+        out["z_shared"] = self.classifier_shared(out["bn_shared"])
+        out["z_specific"] = self.classifier_specific(out["bn_specific"])
+        return out
+
+    # ------------------------------------------------------------------ losses
+    def layout(self, batch: Batch) -> tuple[slice, slice, torch.Tensor, torch.Tensor, int]:
+        """(visible rows, infrared rows, infrared flag and row-in-block per batch row, K); checks the layout."""
+        if sorted(batch.modalities) != sorted([self.visible, self.infrared]):
+            got = ", ".join(m.value for m in batch.modalities)
+            raise UserError(f"idkl: a batch needs {self.visible} and {self.infrared} images of every identity, "
+                            f"got modalities [{got}]")
+        vis, ir = batch.block(self.visible), batch.block(self.infrared)
+        k = check_aligned(batch.labels[vis], batch.labels[ir], "idkl batch")
+        infrared = torch.zeros(len(batch.labels), dtype=torch.bool, device=batch.labels.device)
+        infrared[ir] = True
+        row = torch.arange(len(batch.labels), device=batch.labels.device) % batch.rows
+        return vis, ir, infrared, row, k
+
+    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+        o, loss_cfg = self.options, self.cfg.loss
+        vis, ir, infrared, row, k = self.layout(batch)
+        if o.tgsa and (batch.rows // k < 2 or (batch.rows // k) % 2):
+            raise UserError(f"idkl: TGSA splits each modality's {batch.rows // k} identities in half; "
+                            "use an even train.ids_per_batch per process, or method.options.tgsa=false")
+        out, y = self.forward_train(batch.images), batch.labels
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        f_sh, f_sp = out["f_shared"].float(), out["f_specific"].float()
+        z_sh, z_sp = out["z_shared"].float(), out["z_specific"].float()
+        terms["id"] = (loss_cfg.id_weight, F.cross_entropy(z_sh, y, label_smoothing=loss_cfg.label_smoothing)
+                       + F.cross_entropy(z_sp, y, label_smoothing=loss_cfg.label_smoothing))
+        terms["triplet"] = (loss_cfg.triplet_weight, self.triplet(f_sh, y) + self.triplet(f_sp, y))
+        if o.modality_losses:
+            terms["discriminator"] = (1.0, F.cross_entropy(self.discriminator(out["bn_specific"]).float(),
+                                                           infrared.long()))
+            terms["confuser"] = (1.0, F.cross_entropy(self.confuser(out["bn_shared"]).float(),
+                                                      confuser_labels(infrared, row)))
+        if self.purifier is not None:
+            logits = self.classifier_purifier(self.pool(out["x_specific"])).float()
+            masked = self.classifier_purifier(self.pool(out["x_masked"])).float()
+            terms["purifier_entropy"] = (o.purifier_weight, entropy_margin_loss(logits, masked, o.purifier_margin))
+            terms["purifier_centroid"] = (o.purifier_weight, modality_centroid_hinge(
+                self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin))
+        if o.tgsa:  # distance graphs of the pre-BN features
+            intra, inter = modality_and_branch_terms(graph_kl, f_sh[vis], f_sh[ir], f_sp[vis], f_sp[ir])
+            if o.tgsa_mixed_terms:  # the first half of the identities' visible rows, then their IR rows
+                mixed = torch.cat([f_sh[vis][: batch.rows // 2], f_sh[ir][: batch.rows // 2]])
+                intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
+            terms["tgsa_intra"], terms["tgsa_inter"] = (o.tgsa_intra_weight, intra), (o.tgsa_inter_weight, inter)
+        logit_blocks = (z_sh[vis], z_sh[ir], z_sp[vis], z_sp[ir])
+        csa = {"csa": logit_blocks if o.csa_sample else None,
+               "csa_set": [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None}
+        for name, blocks in csa.items():
+            if blocks is not None:
+                intra, inter = modality_and_branch_terms(symmetric_kl, *blocks)
+                terms[f"{name}_intra"] = (o.csa_intra_weight, intra)
+                terms[f"{name}_inter"] = (o.csa_inter_weight, inter)
+        losses = {name: value for name, (_, value) in terms.items()}
+        losses["loss"] = sum((w * value for w, value in terms.values() if w > 0), f_sh.new_zeros(()))
+        return losses
