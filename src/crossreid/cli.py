@@ -128,17 +128,20 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. --option mode=indoor --option shots=10 (repeatable).")
 @click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
+              help="Distance (default: the run's eval.metric; same as --option distance=...).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
-                 json_out: str | None, quiet: bool) -> None:
+                 metric: str | None, json_out: str | None, quiet: bool) -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
     from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
     results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
-                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet)
+                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
+                           metric=metric)
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():

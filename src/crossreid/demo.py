@@ -50,7 +50,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     from crossreid.report.html import write_report
 
     write_report(out / "report.html", results, catalog, stores.query, stores.gallery,
-                 title="crossreid demo (synthetic data)", features=features, metric=base.eval.metric,
+                 title="crossreid demo (synthetic data)", features=features,
                  notes=[f"Wall time {elapsed:.0f} s for generation (or cache reuse), training and evaluation."])
     click.echo(format_results(results))
     click.echo(f"wrote {out / 'results.json'} and {out / 'report.html'} in {elapsed:.0f} s")

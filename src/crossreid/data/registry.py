@@ -1,5 +1,8 @@
 """Datasets registered by name. A loader takes a root folder and options, returns a Catalog.
 
+Each registration names the protocol its test pools are scored with and the one its
+held-out validation ids are scored with during training (default: the same).
+
 The root comes from the caller or from ``$CROSSREID_DATA/<folder>``; no path is
 written in the code.
 """
@@ -24,16 +27,19 @@ class DatasetEntry:
     loader: Loader
     folder: str
     description: str
+    protocol: str
+    val_protocol: str
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, folder: str, description: str) -> Callable[[Loader], Loader]:
+def register_dataset(name: str, folder: str, description: str, *, protocol: str,
+                     val_protocol: str | None = None) -> Callable[[Loader], Loader]:
     def wrap(fn: Loader) -> Loader:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = DatasetEntry(name, fn, folder, description)
+        _REGISTRY[name] = DatasetEntry(name, fn, folder, description, protocol, val_protocol or protocol)
         return fn
     return wrap
 
@@ -74,3 +80,9 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
 def load_dataset(name: str, root: str | os.PathLike | None = None, **options: Any) -> Catalog:
     entry = get_entry(name)
     return entry.loader(resolve_root(name, root), **options)
+
+
+def dataset_protocol(name: str, validation: bool = False) -> str:
+    """The protocol dataset ``name`` is scored with (``validation``: its held-out val ids during training)."""
+    entry = get_entry(name)
+    return entry.val_protocol if validation else entry.protocol

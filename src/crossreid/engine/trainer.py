@@ -374,7 +374,7 @@ class Trainer:
     def validate(self, stage: Stage) -> dict:
         """Mean validation mAP over the stage's directions; under DDP each rank embeds every
         world-th image, rank 0 gathers the features and scores them, every rank gets the result."""
-        from crossreid.evaluation.runner import evaluate_directions
+        from crossreid.retrieval.evaluate import evaluate_directions
 
         d, n = self.dist, len(self.val_store)
         D.broadcast_module(d, self.method, buffers_only=True)  # each rank's BN statistics saw only its rows
@@ -386,7 +386,7 @@ class Trainer:
         if d.main:
             directions = stage.val_directions or self.cfg.eval.directions
             results = evaluate_directions(self.method, self.val_catalog, self.val_store, self.val_store,
-                                          directions, self.cfg.eval.metric, features=(feats, feats))
+                                          directions, self.cfg.eval.metric, features=(feats, feats), validation=True)
             maps = [r.mean()["map"] for r in results.values()]
             out = {f"{k}/mAP": r.mean()["map"] for k, r in results.items()}
             out["mAP"] = float(np.mean(maps)) if maps else float("nan")

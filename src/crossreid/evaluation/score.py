@@ -18,7 +18,7 @@ import numpy as np
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
-from crossreid.evaluation.protocols import Protocol, evaluate_protocol, get_protocol
+from crossreid.evaluation.protocols import Protocol, evaluate_protocol, get_protocol, with_distance
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
 
@@ -114,16 +114,25 @@ def _pool_features(feats: np.ndarray, n: int, idx: np.ndarray, rows: np.ndarray)
 
 def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    protocol_options: Mapping[str, Any] | None = None, dataset: str | None = None,
-                   root: str | os.PathLike | None = None, metric: str | None = "euclidean",
+                   root: str | os.PathLike | None = None, metric: str | None = None,
                    dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
-    """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol)."""
+    """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol).
+
+    ``metric`` is the default of the protocol's ``distance`` option (a built Protocol keeps its own).
+    """
     path = Path(features_path)
-    proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, **dict(protocol_options or {}))
+    if isinstance(protocol, Protocol):
+        if protocol_options or (metric is not None and metric != protocol.distance):
+            raise UserError(f"protocol {protocol.name!r} is already built; set its options (distance "
+                            f"{protocol.distance!r}) when building it, or pass its name")
+        proto = protocol
+    else:
+        proto = get_protocol(protocol, **with_distance(dict(protocol_options or {}), metric))
     data = load_features(path)
     feats = data["features"].astype(np.float32, copy=False)
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
-        return evaluate_protocol(proto, catalog, feats, feats, metric)
+        return evaluate_protocol(proto, catalog, feats, feats)
     catalog = load_dataset(dataset, root, **dict(dataset_options or {}))
     trials = proto.trials(catalog)
     used = {"query": np.unique(np.concatenate([t.query for t in trials])),
@@ -131,4 +140,4 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     rows = _rows_for(path, catalog, data["paths"], used)
     qf = _pool_features(feats, len(catalog.query), used["query"], rows["query"])
     gf = _pool_features(feats, len(catalog.gallery), used["gallery"], rows["gallery"])
-    return evaluate_protocol(proto, catalog, qf, gf, metric)
+    return evaluate_protocol(proto, catalog, qf, gf)
