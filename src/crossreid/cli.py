@@ -101,20 +101,21 @@ def _load_run_config(config: str, overrides: tuple[str, ...]):
 def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Train a method. CONFIG is a YAML file or a shipped config name (e.g. demo)."""
     from crossreid.data.open import open_catalog
+    from crossreid.engine import distributed as D
+    from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
-    from crossreid.engine import distributed as D
-
     cfg = _load_run_config(config, overrides)
-    dist = D.init_from_env()
+    dist = setup_process(cfg.train)
     if not dist.main:
         D.barrier(dist)  # under torchrun, rank 0 generates (or checks) the data first
     catalog = open_catalog(cfg.data, progress=not quiet and dist.main)
     if dist.main:
         D.barrier(dist)
-    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet).fit()
+    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet,
+                      dist=dist).fit()
     if dist.main:
         click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
 
@@ -122,7 +123,7 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @cli.command("evaluate")
 @click.argument("run")
 @click.option("--dataset", help="Dataset name (default: the run's).")
-@click.option("--root", type=click.Path(file_okay=False), help="Dataset root (default: the run's).")
+@click.option("--root", help="Dataset root (default: the run's).")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
 @click.option("--protocol", help="Protocol name (default: the dataset's own, see `crossreid protocols`).")
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
@@ -170,7 +171,7 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. --option query=ir --option gallery=rgb (repeatable).")
 @click.option("--dataset", help="Take ids/cameras/modalities from this dataset's catalog (matched by path).")
-@click.option("--root", type=click.Path(file_okay=False), help="The dataset's root folder.")
+@click.option("--root", help="The dataset's root folder.")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
               help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
@@ -199,7 +200,7 @@ def protocols_cmd() -> None:
 
 @cli.command("check")
 @click.argument("dataset")
-@click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (default: $CROSSREID_DATA/<name>).")
+@click.option("--root", help="Dataset folder (default: $CROSSREID_DATA/<name>).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
 @click.option("--no-decode", is_flag=True, help="Only check that files exist; do not decode them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -187,10 +187,20 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _explain(exc: ValidationError, source: str) -> UserError:
+def _blamed(source: str, key: str, overrides: list[str]) -> str:
+    """The command-line override that set ``key`` (or a section around it), else ``source``."""
+    for item in reversed(overrides):
+        given = item.partition("=")[0].strip()
+        if key == given or key.startswith(given + ".") or given.startswith(key + "."):
+            return f"command-line override {item!r}"
+    return source
+
+
+def _explain(exc: ValidationError, source: str, overrides: list[str] | None = None) -> UserError:
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not isinstance(p, int))
     key = ".".join(str(p) for p in loc)
+    source = _blamed(source, key, overrides or [])
     if err["type"] == "extra_forbidden":
         names = _field_names(RunConfig, loc)
         close = difflib.get_close_matches(str(loc[-1]), names, n=1)
@@ -202,11 +212,11 @@ def _explain(exc: ValidationError, source: str) -> UserError:
     return UserError(f"{source}: '{key}': {err['msg']} (got {given!r}); fix the value")
 
 
-def build_config(raw: dict, source: str = "config") -> RunConfig:
+def build_config(raw: dict, source: str = "config", overrides: list[str] | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise _explain(exc, source, overrides) from None
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
 
@@ -214,7 +224,7 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    return build_config(raw, source=str(path) if path is not None else "config")
+    return build_config(raw, source=str(path) if path is not None else "config", overrides=overrides)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -10,6 +10,7 @@ import click
 from crossreid import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
+from crossreid.engine.process import setup_process
 from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import write_json
@@ -26,6 +27,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     start = time.perf_counter()
     configs = {label: load_config(resolve_config(name), overrides) for label, name in DEMO_RUNS}
     base = configs["one_stream"]
+    setup_process(base.train)
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
     stores = TestStores.of(catalog, base.data.height, base.data.width)

@@ -72,6 +72,9 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
     else:
         raise UserError(f"no root given for dataset {name!r}; pass --root DIR or set CROSSREID_DATA "
                         f"to the folder that holds {entry.folder}/")
+    if path.is_file():
+        raise UserError(f"{path}: is a file, not the dataset folder for {name!r}; pass the folder that holds "
+                        f"the dataset (--root DIR)")
     if not path.is_dir():
         raise UserError(f"{path}: dataset folder for {name!r} not found; check --root or CROSSREID_DATA")
     return path

@@ -41,12 +41,16 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         "array, e.g. np.array(paths, dtype=str)") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path}: not a readable .npz file ({exc}); write it with numpy.savez") from None
+    if not data:
+        raise UserError(f"{path}: empty .npz (no arrays); save 'paths' and 'features' with numpy.savez")
     missing = [k for k in ("paths", "features") if k not in data]
     if missing:
         raise UserError(f"{path}: missing key(s) {', '.join(missing)}; the file needs 'paths' and 'features'")
     feats, paths = data["features"], data["paths"]
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
         raise UserError(f"{path}: 'features' must be a numeric rows × dims array, got {feats.dtype} {feats.shape}")
+    if len(feats) == 0:
+        raise UserError(f"{path}: empty: 'features' has no rows; extract features for the images before scoring")
     if paths.ndim != 1 or paths.dtype.kind != "U":
         raise UserError(f"{path}: 'paths' must be a 1-D unicode string array, got {paths.dtype} {paths.shape}")
     for key in ("paths",) + LABEL_KEYS + OPTIONAL_KEYS:
