@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from crossreid import __version__
-from crossreid.errors import UserError
+from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
 class _Group(click.Group):
@@ -79,8 +79,8 @@ def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **
     try:
         params = SynthParams(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        option = "--" + str(exc.errors()[0]["loc"][0]).replace("_", "-")
+        raise explain_validation(exc, SynthParams, f"option {option}") from None
     path = generate(Path(out), params, overwrite=overwrite, progress=not quiet)
     click.echo(f"wrote synthetic dataset to {path}")
 
@@ -154,15 +154,7 @@ def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:
     """``key=value`` pairs (values parsed as YAML scalars) into a dict."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{what} {item!r} is not of the form key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(parse_assignment(item, what) for item in items)
 
 
 @cli.command("score")

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crossreid.errors import UserError
+from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
 class _Strict(BaseModel):
@@ -161,30 +161,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists)."""
     out = copy.deepcopy(raw)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"override {item!r} is not of the form section.key=value")
+        key, value = parse_assignment(item, "override (section.key=value)")
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            node[parts[-1]] = value
+        node[parts[-1]] = value
     return out
-
-
-def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
 
 
 def _blamed(source: str, key: str, overrides: list[str]) -> str:
@@ -197,19 +182,8 @@ def _blamed(source: str, key: str, overrides: list[str]) -> str:
 
 
 def _explain(exc: ValidationError, source: str, overrides: list[str] | None = None) -> UserError:
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
-    key = ".".join(str(p) for p in loc)
-    source = _blamed(source, key, overrides or [])
-    if err["type"] == "extra_forbidden":
-        names = _field_names(RunConfig, loc)
-        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-        prefix = ".".join(str(p) for p in loc[:-1])
-        hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else \
-            f"; valid keys here: {', '.join(names)}"
-        return UserError(f"{source}: unknown key '{key}'{hint}")
-    given = err.get("input")
-    return UserError(f"{source}: '{key}': {err['msg']} (got {given!r}); fix the value")
+    loc = ".".join(str(p) for p in exc.errors()[0]["loc"] if not isinstance(p, int))
+    return explain_validation(exc, RunConfig, _blamed(source, loc, overrides or []))
 
 
 def build_config(raw: dict, source: str = "config", overrides: list[str] | None = None) -> RunConfig:

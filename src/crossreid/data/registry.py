@@ -9,7 +9,6 @@ written in the code.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
+from crossreid.registry import Registry
 
 Loader = Callable[..., Catalog]
 
@@ -31,36 +31,23 @@ class DatasetEntry:
     val_protocol: str
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, folder: str, description: str, *, protocol: str,
                      val_protocol: str | None = None) -> Callable[[Loader], Loader]:
-    def wrap(fn: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = DatasetEntry(name, fn, folder, description, protocol, val_protocol or protocol)
-        return fn
-    return wrap
-
-
-def _ensure_builtin() -> None:
-    # Importing the modules registers them.
-    import crossreid.data.datasets  # noqa: F401
+    """Decorator of a loader; ``protocol`` scores its test pools, ``val_protocol`` (default the
+    same) its held-out validation ids. Built-in loaders are imported by ``crossreid.data.datasets``."""
+    return DATASETS.decorator(name, lambda fn: DatasetEntry(name, fn, folder, description, protocol,
+                                                            val_protocol or protocol))
 
 
 def dataset_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_entry(name: str) -> DatasetEntry:
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
-        raise UserError(f"unknown dataset {name!r}{hint}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def resolve_root(name: str, root: str | os.PathLike | None) -> Path:

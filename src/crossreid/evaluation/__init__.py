@@ -9,6 +9,9 @@ from crossreid.evaluation.protocols import (Protocol, Trial, evaluate_protocol, 
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.evaluation.score import score_features
 
+# Built-in protocols: importing a module registers it (a new protocol adds its module here).
+from crossreid.evaluation import llcm_protocols, regdb_protocols, rgbd_protocols, sysu_protocols  # noqa: F401, E402
+
 __all__ = [
     "ExclusionRule", "Metrics", "NO_EXCLUSION", "Protocol", "ProtocolResult", "SAME_CAMERA", "SAME_FRAME",
     "SAME_ID_AND_CAMERA", "SAME_ID_AND_SEQUENCE", "SYSU_LOCATION", "Trial", "compute_metrics",

@@ -8,7 +8,6 @@ protocols (SYSU-MM01, RegDB, LLCM, RGB-D) register themselves with
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from crossreid.evaluation.distance import check_metric, check_precision
 from crossreid.evaluation.metrics import SAME_CAMERA, ExclusionRule, Metrics, check_level, compute_metrics
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
+from crossreid.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -83,42 +83,22 @@ class Protocol(ABC):
         return per_trial
 
 
-_PROTOCOLS: dict[str, Callable[..., Protocol]] = {}
+PROTOCOLS: Registry[Callable[..., Protocol]] = Registry("protocol")
 
 
 def register_protocol(name: str) -> Callable:
-    def wrap(factory: Callable[..., Protocol]) -> Callable[..., Protocol]:
-        if name in _PROTOCOLS:
-            raise ValueError(f"protocol {name!r} registered twice")
-        _PROTOCOLS[name] = factory
-        return factory
-    return wrap
-
-
-_BUILTIN = ("sysu_protocols", "regdb_protocols", "llcm_protocols", "rgbd_protocols")
-
-
-def _load_builtin() -> None:
-    """Import the dataset protocol modules; importing registers them."""
-    import importlib
-
-    for module in _BUILTIN:
-        importlib.import_module(f"crossreid.evaluation.{module}")
+    """Decorator of a Protocol subclass (or factory). Built-in protocol modules are imported by
+    ``crossreid.evaluation``'s ``__init__``."""
+    return PROTOCOLS.decorator(name)
 
 
 def protocol_names() -> list[str]:
-    _load_builtin()
-    return sorted(_PROTOCOLS)
+    return PROTOCOLS.names()
 
 
 def get_protocol(name: str, **options: Any) -> Protocol:
     """Build a registered protocol; unknown names and options are user errors."""
-    _load_builtin()
-    if name not in _PROTOCOLS:
-        close = difflib.get_close_matches(name, list(_PROTOCOLS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(protocol_names())}"
-        raise UserError(f"unknown protocol {name!r}; {hint}")
-    factory = _PROTOCOLS[name]
+    factory = PROTOCOLS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -13,8 +12,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from crossreid.errors import UserError
+from crossreid.errors import UserError, explain_validation
 from crossreid.modality import Modality
+from crossreid.registry import Registry
 
 if TYPE_CHECKING:
     from crossreid.config import RunConfig
@@ -26,13 +26,7 @@ def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseMode
     try:
         return model(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(model.model_fields) or 'none'}"
-            raise UserError(f"method.options.{key}: unknown option for method {method!r}{hint}") from None
-        raise UserError(f"method.options.{key}: {err['msg']} (got {err.get('input')!r})") from None
+        raise explain_validation(exc, model, f"method {method!r}", prefix="method.options") from None
 
 
 @dataclass
@@ -165,37 +159,20 @@ def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
     return build_model(**{**kwargs, **overrides})
 
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    if cls.name in _METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def _ensure_builtin() -> None:
-    import crossreid.methods.cross_modal_distillation  # noqa: F401
-    import crossreid.methods.one_stream  # noqa: F401
-    import crossreid.methods.two_stream  # noqa: F401
-    import crossreid.methods.zero_padding  # noqa: F401
-    import crossreid.methods.agw  # noqa: F401
+    """Class decorator; built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
+    return METHODS.decorator(cls.name)(cls)
 
 
 def method_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
-    _ensure_builtin()
-    name = cfg.method.name
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, list(_METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_METHODS))}"
-        raise UserError(f"unknown method {name!r}{hint}")
-    return _METHODS[name](cfg, num_classes, modalities)
+    return METHODS.get(cfg.method.name)(cfg, num_classes, modalities)
 
 
 
