@@ -32,6 +32,7 @@ from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
 from crossreid.engine import distributed as D
+from crossreid.engine.cache import TensorCache
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
@@ -169,7 +170,8 @@ class Trainer:
         (DDP-wrapped) step module; returns (model, optimizer, base lrs, scaler)."""
         self._preload()
         resumed = pos.epoch > 0 or pos.step > 0
-        self.method.on_stage_start(stage, StageContext(self.store, self.device, self.run_dir, resumed=resumed))
+        context = StageContext(self.store, self.device, self.run_dir, resumed, TensorCache(self.run_dir / "cache"))
+        self.method.on_stage_start(stage, context)
         for name, p in self.method.named_parameters():
             p.requires_grad_(not (stage.frozen and name.startswith(tuple(stage.frozen))))
         optimizer = make_optimizer(self.method.param_groups(stage), self.cfg)

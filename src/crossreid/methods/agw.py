@@ -33,7 +33,7 @@ from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
-from crossreid.models import NonLocalBlock, ResNet
+from crossreid.models import ResNet
 
 NONLOCAL_LAST = {"layer2": 2, "layer3": 3}  # how many of each layer's last blocks get a non-local block
 
@@ -57,14 +57,6 @@ def nonlocal_positions(trunk: ResNet) -> dict[str, list[int]]:
     return out
 
 
-def add_nonlocal(trunk: ResNet, positions: dict[str, list[int]], inter: int | None) -> None:
-    """Insert identity-initialised non-local blocks after the given blocks of ``trunk``."""
-    for stage, indices in positions.items():
-        layer = getattr(trunk, stage)
-        for i in indices:
-            trunk.nonlocal_blocks[f"{stage}_{i}"] = NonLocalBlock(layer[i].last_bn().num_features, inter)
-
-
 @register_method
 class AGW(RoutedMethod):
     name = "agw"
@@ -77,9 +69,9 @@ class AGW(RoutedMethod):
         net = build_net(cfg, num_classes)
         trunk = net.backbone
         if self.options.non_local:
-            add_nonlocal(trunk, nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
+            trunk.add_nonlocal(nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
         stems = nn.ModuleDict({m.value: trunk.make_stem() for m in modalities})
-        trunk.conv1 = trunk.bn1 = None  # the trunk's own stem lives on in the per-modality copies
+        trunk.keep_stages("layer1")  # the trunk's own stem lives on in the per-modality copies
         self.backbone = nn.ModuleDict({"stems": stems, "shared": trunk})
         self.pool, self.head = net.pool, net.head
         self.wrt = WeightedRegularizedTriplet()

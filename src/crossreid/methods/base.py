@@ -19,6 +19,7 @@ from crossreid.registry import Registry
 if TYPE_CHECKING:
     from crossreid.config import RunConfig
     from crossreid.data.pipeline import ImageStore
+    from crossreid.engine.cache import TensorCache
 
 
 def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseModel:
@@ -77,8 +78,9 @@ class StageContext:
 
     store: "ImageStore"          # the training pool's decoded images
     device: torch.device
-    run_dir: Path
+    run_dir: Path                # for reference; methods store data through ``cache``, never write files
     resumed: bool                # True when the stage continues from a checkpoint mid-way
+    cache: "TensorCache | None" = None  # the run's tensor cache (get_or_compute(name, compute))
 
 
 class Method(nn.Module, abc.ABC):
@@ -134,19 +136,37 @@ class Method(nn.Module, abc.ABC):
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         """Eval-mode retrieval features of images of one modality."""
 
+    def backbone_modules(self) -> list[nn.Module]:
+        """The trunks, trained at ``lr × optim.backbone_lr_scale``. Default: every submodule held
+        under the attribute name ``backbone`` (``self.backbone``, ``self.teacher.backbone``, ...);
+        override to declare others."""
+        return [m for name, m in self.named_modules() if name.rpartition(".")[2] == "backbone"]
+
     def param_groups(self, stage: Stage) -> list[dict]:
         """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
         optim = self.cfg.optim
         lr = stage.lr or optim.lr
         frozen = tuple(stage.frozen)
+        trunk = {id(p) for m in self.backbone_modules() for p in m.parameters()}
         backbone, head = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad or (frozen and name.startswith(frozen)):
                 continue
-            (backbone if ".backbone." in f".{name}" else head).append(p)
+            (backbone if id(p) in trunk else head).append(p)
         groups = [{"params": backbone, "lr": lr * optim.backbone_lr_scale, "name": "backbone"},
                   {"params": head, "lr": lr, "name": "head"}]
         return [g for g in groups if g["params"]]
+
+
+def parameters_from(module: nn.Module, first: str, prefix: str = "") -> list[str]:
+    """Names (with ``prefix``) of ``module``'s parameters from ``first`` on, in registration order:
+    the one way to freeze "from a parameter name" (``Stage(frozen=...)`` takes these as prefixes).
+    ``first`` may name a parameter or a module (its first parameter)."""
+    names = [n for n, _ in module.named_parameters()]
+    start = next((i for i, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
+    if start is None:
+        raise UserError(f"no parameter {first!r} in {type(module).__name__} (e.g. {names[len(names) // 2]!r})")
+    return [prefix + n for n in names[start:]]
 
 
 def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
