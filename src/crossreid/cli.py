@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.errors import UserError, explain_validation, parse_assignment
 
 

@@ -212,12 +212,18 @@ def packaged_config_names() -> list[str]:
     return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
 
 
+# Shipped names before config files followed method names; they still resolve.
+FORMER_NAMES = {f"{old}_{data}": f"{new}_{data}" for old, new in
+                (("onestream", "one_stream"), ("twostream", "two_stream"), ("zeropadding", "zero_padding"))
+                for data in ("biwi", "robotpku")}
+
+
 def resolve_config(name_or_path: str | Path) -> Path:
     """A config file path, or the name of a config shipped with crossreid (e.g. ``demo``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
+    shipped = PACKAGED_CONFIGS / f"{FORMER_NAMES.get(str(name_or_path), name_or_path)}.yaml"
     if shipped.is_file():
         return shipped
     close = difflib.get_close_matches(str(name_or_path), packaged_config_names(), n=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
 from crossreid.engine.process import setup_process

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.evaluation.metrics import Metrics
 from crossreid.io import write_json
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.distance import pairwise_distance
