@@ -83,15 +83,8 @@ class AGW(RoutedMethod):
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        out = self.forward_batch(batch)
-        loss_cfg = self.cfg.loss
-        if self.options.triplet == "batch_hard":
-            return reid_losses(out, batch.labels, loss_cfg)
-        losses = reid_losses(out, batch.labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
-        if loss_cfg.triplet_weight > 0:
-            losses["wrt"] = self.wrt(out.features.float(), batch.labels)
-            losses["loss"] = losses["loss"] + loss_cfg.triplet_weight * losses["wrt"]
-        return losses
+        metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)
+        return reid_losses(self.forward_batch(batch), batch.labels, self.cfg.loss, metric_loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         out = self.forward_images(images, modality)

@@ -196,8 +196,11 @@ def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality])
 
 
 
-def reid_losses(out, labels: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
-    """Identity cross-entropy on the logits plus batch-hard triplet on the features."""
+def reid_losses(out, labels: torch.Tensor, loss_cfg, metric_loss: tuple[str, nn.Module] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Identity cross-entropy on the logits plus a metric loss on the features, weighted by
+    ``loss.id_weight`` and ``loss.triplet_weight``: the one place the re-ID loss weights apply.
+    ``metric_loss`` = (key, loss module) replaces the batch-hard triplet (AGW: ``("wrt", WRT)``)."""
     from crossreid.losses import BatchHardTriplet, IdentityLoss
 
     losses: dict[str, torch.Tensor] = {}
@@ -206,7 +209,8 @@ def reid_losses(out, labels: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
         losses["id"] = IdentityLoss(loss_cfg.label_smoothing)(out.logits.float(), labels)
         total = total + loss_cfg.id_weight * losses["id"]
     if loss_cfg.triplet_weight > 0:
-        losses["triplet"] = BatchHardTriplet(loss_cfg.triplet_margin)(out.features.float(), labels)
-        total = total + loss_cfg.triplet_weight * losses["triplet"]
+        key, loss = metric_loss or ("triplet", BatchHardTriplet(loss_cfg.triplet_margin))
+        losses[key] = loss(out.features.float(), labels)
+        total = total + loss_cfg.triplet_weight * losses[key]
     losses["loss"] = total
     return losses
