@@ -119,7 +119,7 @@ def protocol_for(name: str, query: str | Modality, gallery: str | Modality, opti
     given = sorted({"query", "gallery", "direction"} & set(options))
     if given:
         raise UserError(f"protocol option {given[0]}= sets the direction, which comes from the run's "
-                        "eval.directions or --direction; drop the option")
+                        "eval.directions or --direction; drop the option (llcm's gallery draw is gallery_draw=)")
     return get_protocol(name, query=str(Modality.parse(query)), gallery=str(Modality.parse(gallery)), **options)
 
 
