@@ -31,7 +31,7 @@ from PIL import Image
 from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import load_dataset
-from crossreid.engine.trainer import Position, Trainer
+from crossreid.engine.trainer import EpochPoint, Position, Trainer
 from crossreid.io import write_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -93,7 +93,7 @@ def bench_one(name: str, size, root: Path, work: Path) -> dict:
     def engine_step(epoch: int) -> float:
         sampler.set_epoch(epoch)
         start = time.perf_counter()
-        trainer.train_epoch(model, sampler, optimizer, scaler, (si, stage, epoch, None), Position())
+        trainer.train_epoch(model, sampler, optimizer, scaler, EpochPoint(si, stage, epoch), Position())
         return time.perf_counter() - start
 
     sampler.iterations = 3

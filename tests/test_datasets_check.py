@@ -70,3 +70,26 @@ def test_wrong_root_and_option(tmp_path, sysu):
         check_dataset("sysu_mm01", tmp_path / "nowhere")
     with pytest.raises(UserError, match="bad option"):
         check_dataset("sysu_mm01", sysu, trial=3)
+
+
+def test_real_dataset_is_compared_with_its_published_size(tmp_path):
+    from fixtures_real import SYSU, sysu_counts
+
+    if not (SYSU / "exp" / "test_id.txt").is_file():
+        pytest.skip("shared/data (real SYSU-MM01 split files) absent")
+    root = build_sysu(tmp_path / "SYSU-MM01", sysu_counts())
+    (root / "exp").mkdir()
+    for part in ("train", "val", "test"):
+        (root / "exp" / f"{part}_id.txt").write_bytes((SYSU / "exp" / f"{part}_id.txt").read_bytes())
+    assert check_dataset("sysu_mm01", root, decode_images=False, progress=False).ok
+    test_id = int((SYSU / "exp" / "test_id.txt").read_text().split(",")[0])
+    folder = next(root / f"cam{c}" / f"{test_id:04d}" for c in (2, 1, 4, 5)
+                  if (root / f"cam{c}" / f"{test_id:04d}").is_dir())
+    lost = len(list(folder.iterdir()))
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()  # a partial extraction: one person's folder of one camera is gone
+    report = check_dataset("sysu_mm01", root, decode_images=False, progress=False)
+    cam = int(folder.parent.name[3:])
+    assert not report.ok and len(report.problems) == 1
+    assert report.problems[0].startswith(f"gallery rgb cam {cam}: ") and f"missing {lost}:" in report.problems[0]

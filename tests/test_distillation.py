@@ -9,6 +9,7 @@ from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore, normalize
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
+from crossreid.engine.cache import TensorCache
 from crossreid.methods import Batch, StageContext, build_method
 from crossreid.modality import Modality
 
@@ -28,7 +29,8 @@ def paired_batch(rows=4, size=(32, 16)):
 
 
 def start(method, stage, tmp_path, store=None, resumed=False):
-    method.on_stage_start(stage, StageContext(store, torch.device("cpu"), tmp_path, resumed))
+    method.on_stage_start(stage, StageContext(store, torch.device("cpu"), tmp_path, resumed,
+                                              TensorCache(tmp_path / "cache")))
     for name, p in method.named_parameters():
         p.requires_grad_(not name.startswith(tuple(stage.frozen)))
 

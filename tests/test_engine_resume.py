@@ -27,18 +27,19 @@ TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.w
 CHILD = r"""
 import sys, time
 from pathlib import Path
+import crossreid.engine.checkpointer as ck
 import crossreid.engine.trainer as tr
 from crossreid.config import load_config
 from crossreid.data.registry import load_dataset
 
 root, run, marker, *overrides = sys.argv[1:]
-original = tr.save_checkpoint
+original = ck.save_checkpoint
 def parked(path, model, state, *args):
     original(path, model, state, *args)
     if not state["epoch_done"] and (state["epoch"], state["step"]) == (1, 2):
         Path(marker).write_text("checkpoint written")
         time.sleep(600)
-tr.save_checkpoint = parked
+ck.save_checkpoint = parked
 tr.Trainer(load_config(None, overrides), run, load_dataset("generic", root), progress=False).fit()
 """
 
@@ -97,5 +98,9 @@ def test_resume_of_a_missing_checkpoint_is_an_error(tiny_root, tmp_path):
     catalog = load_dataset("generic", tiny_root)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    with pytest.raises(UserError, match="no '<stage>-last.safetensors'"):
+    with pytest.raises(UserError, match="nothing to resume: the run folder holds no checkpoint.*--overwrite"):
         Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
+    (run / "checkpoints" / "teacher-last.safetensors").write_bytes(b"another method's stage")
+    with pytest.raises(UserError, match="no '<stage>-last.safetensors' for stages"):
+        Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
+    assert not (run / "config.yaml").exists()  # a failed resume writes nothing

@@ -80,7 +80,8 @@ def test_seeded_gallery_trials():
     assert all(np.array_equal(a.gallery, b.gallery) for a, b in zip(trials, again))
     rng = np.random.default_rng(2)
     feats = rng.normal(size=(len(cat.query), 4)).astype(np.float32)
-    res = evaluate_protocol(proto, cat, feats, feats, metric="cosine")
+    res = evaluate_protocol(get_protocol("synthetic", trials=3, gallery_per_id=2, seed=1, distance="cosine"),
+                            cat, feats, feats)
     assert len(res.trials) == 3 and res.distance == "cosine" and res.protocol["shots"] == 2
 
 

@@ -131,9 +131,11 @@ def test_hand_worked_vis_to_ir_and_deen_compat():
 def test_errors():
     with pytest.raises(UserError, match="deen_compat"):
         get_protocol("llcm", gallery="full", deen_compat=True)
-    with pytest.raises(UserError, match="gallery='half'"):
-        get_protocol("llcm", gallery="half")
-    with pytest.raises(UserError, match="direction='rgb->depth'"):
+    with pytest.raises(UserError, match="gallery_draw='half'"):
+        get_protocol("llcm", gallery_draw="half")
+    with pytest.raises(UserError, match="unknown modality 'half'"):
+        get_protocol("llcm", gallery="half")  # gallery= names the gallery modality (or, as before, sampled/full)
+    with pytest.raises(UserError, match="does not score rgb->depth"):
         get_protocol("llcm", direction="rgb->depth")
     with pytest.raises(UserError, match="deen_compat='yes'"):
         get_protocol("llcm", deen_compat="yes")

@@ -11,7 +11,8 @@ from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol
-from crossreid.evaluation.regdb_protocols import combine_trials, find_trial_runs
+from crossreid.engine.runs import find_trial_runs
+from crossreid.evaluation.regdb_protocols import combine_trials
 from crossreid.modality import Modality
 from fixtures_real import REGDB_IDX, build_regdb, needs_shared
 
@@ -61,7 +62,7 @@ def test_hand_worked_image_level_cmc():
 
 
 def test_direction_errors():
-    with pytest.raises(UserError, match="direction='rgb->depth'"):
+    with pytest.raises(UserError, match="does not score rgb->depth"):
         get_protocol("regdb", direction="rgb->depth")
     assert get_protocol("regdb", direction="rgb->ir").describe()["direction"] == "visible->thermal"
 

@@ -96,7 +96,7 @@ def test_description_and_errors():
     assert desc["re_ranking"] is False and desc["trials"] == 10 and desc["cmc"] == "image"
     with pytest.raises(UserError, match="exclude='person'"):
         get_protocol("rgbd", exclude="person")
-    with pytest.raises(UserError, match="query->gallery='rgb->rgb'"):
+    with pytest.raises(UserError, match="does not score rgb->rgb"):
         get_protocol("rgbd", gallery="rgb")
     with pytest.raises(UserError, match="repeats=0"):
         get_protocol("rgbd", repeats=0)

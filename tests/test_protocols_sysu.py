@@ -186,3 +186,24 @@ def test_errors(small, tmp_path):
         get_protocol("sysu_mm01_agw", mode="outdoor")
     with pytest.raises(UserError, match="no option 'shots'"):
         get_protocol("sysu_mm01_agw", shots=10)
+
+
+def test_validation_scores_held_out_ids_with_the_agw_draw(small):
+    # The official galleries come from rand_perm_cam.mat, written for the test ids; validation during
+    # training (hold_out_val) uses the same query cameras and rules with AGW's file-free draw.
+    from crossreid.data.samples import Catalog
+    from crossreid.modality import Modality
+    from crossreid.retrieval.evaluate import evaluate_directions
+
+    class Embeds:
+        embeddable = [Modality.RGB, Modality.IR]
+
+    (small / "exp" / "rand_perm_cam.mat").unlink()
+    cat = load_dataset("sysu_mm01", small, hold_out_val=True)
+    val = Catalog(cat.name, cat.root, query=cat.val, gallery=cat.val)
+    feats = np.ones((len(val.query), 2), dtype=np.float32)
+    (res,) = evaluate_directions(Embeds(), val, None, None, ["ir->rgb"], features=(feats, feats),
+                                 validation=True).values()
+    assert res.protocol["name"] == "sysu_mm01_agw" and res.trials[0].num_valid == 1
+    with pytest.raises(UserError, match="rand_perm_cam.mat not found"):
+        evaluate_directions(Embeds(), val, None, None, ["ir->rgb"], features=(feats, feats))

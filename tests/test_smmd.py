@@ -270,7 +270,7 @@ class _Stop(Exception):
 
 
 def test_resume_restores_the_memory_bit_for_bit(tmp_path, tiny_root, monkeypatch):
-    import crossreid.engine.trainer as tr
+    import crossreid.engine.checkpointer as tr
 
     catalog = load_dataset("generic", tiny_root)
     cfg = load_config(None, TINY)
@@ -289,10 +289,9 @@ def test_resume_restores_the_memory_bit_for_bit(tmp_path, tiny_root, monkeypatch
     monkeypatch.setattr(tr, "save_checkpoint", original)
     saved, _, _, _ = load_checkpoint(tmp_path / "cut/checkpoints/main-last.safetensors")
     resumed = Trainer(cfg, tmp_path / "cut", catalog, resume=True, progress=False)
-    pos = resumed._restore(resumed.method.stages())
-    assert pos.epoch == 1
+    assert resumed.position.epoch == 1  # restored when the trainer is built
     assert torch.equal(resumed.method.prototypes.features, saved["prototypes.features"])
-    resumed.fit()  # a fresh Trainer restores again inside fit
+    resumed.fit()
     a, _, _, _ = load_checkpoint(tmp_path / "full/checkpoints/main-last.safetensors")
     b, _, _, _ = load_checkpoint(tmp_path / "cut/checkpoints/main-last.safetensors")
     assert not torch.equal(a["prototypes.features"], saved["prototypes.features"])  # epoch 1 moved it

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from crossreid import __version__
-from crossreid.errors import UserError
+from crossreid.version import __version__
+from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
 class _Group(click.Group):
@@ -79,8 +79,8 @@ def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **
     try:
         params = SynthParams(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        option = "--" + str(exc.errors()[0]["loc"][0]).replace("_", "-")
+        raise explain_validation(exc, SynthParams, f"option {option}") from None
     path = generate(Path(out), params, overwrite=overwrite, progress=not quiet)
     click.echo(f"wrote synthetic dataset to {path}")
 
@@ -101,20 +101,21 @@ def _load_run_config(config: str, overrides: tuple[str, ...]):
 def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Train a method. CONFIG is a YAML file or a shipped config name (e.g. demo)."""
     from crossreid.data.open import open_catalog
+    from crossreid.engine import distributed as D
+    from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
-    from crossreid.engine import distributed as D
-
     cfg = _load_run_config(config, overrides)
-    dist = D.init_from_env()
+    dist = setup_process(cfg.train)
     if not dist.main:
         D.barrier(dist)  # under torchrun, rank 0 generates (or checks) the data first
     catalog = open_catalog(cfg.data, progress=not quiet and dist.main)
     if dist.main:
         D.barrier(dist)
-    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet).fit()
+    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet,
+                      dist=dist).fit()
     if dist.main:
         click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
 
@@ -122,23 +123,26 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @cli.command("evaluate")
 @click.argument("run")
 @click.option("--dataset", help="Dataset name (default: the run's).")
-@click.option("--root", type=click.Path(file_okay=False), help="Dataset root (default: the run's).")
+@click.option("--root", help="Dataset root (default: the run's).")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
 @click.option("--protocol", help="Protocol name (default: the dataset's own, see `crossreid protocols`).")
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. --option mode=indoor --option shots=10 (repeatable).")
 @click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
+              help="Distance (default: the run's eval.metric; same as --option distance=...).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
-                 json_out: str | None, quiet: bool) -> None:
+                 metric: str | None, json_out: str | None, quiet: bool) -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
     from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
     results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
-                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet)
+                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
+                           metric=metric)
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():
@@ -150,15 +154,7 @@ def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:
     """``key=value`` pairs (values parsed as YAML scalars) into a dict."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{what} {item!r} is not of the form key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(parse_assignment(item, what) for item in items)
 
 
 @cli.command("score")
@@ -167,7 +163,7 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. --option query=ir --option gallery=rgb (repeatable).")
 @click.option("--dataset", help="Take ids/cameras/modalities from this dataset's catalog (matched by path).")
-@click.option("--root", type=click.Path(file_okay=False), help="The dataset's root folder.")
+@click.option("--root", help="The dataset's root folder.")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
               help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
@@ -196,7 +192,7 @@ def protocols_cmd() -> None:
 
 @cli.command("check")
 @click.argument("dataset")
-@click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (default: $CROSSREID_DATA/<name>).")
+@click.option("--root", help="Dataset folder (default: $CROSSREID_DATA/<name>).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
 @click.option("--no-decode", is_flag=True, help="Only check that files exist; do not decode them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

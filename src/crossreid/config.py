@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crossreid.errors import UserError
+from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
 class _Strict(BaseModel):
@@ -162,52 +162,36 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists)."""
     out = copy.deepcopy(raw)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"override {item!r} is not of the form section.key=value")
+        key, value = parse_assignment(item, "override (section.key=value)")
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            node[parts[-1]] = value
+        node[parts[-1]] = value
     return out
 
 
-def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
+def _blamed(source: str, key: str, overrides: list[str]) -> str:
+    """The command-line override that set ``key`` (or a section around it), else ``source``."""
+    for item in reversed(overrides):
+        given = item.partition("=")[0].strip()
+        if key == given or key.startswith(given + ".") or given.startswith(key + "."):
+            return f"command-line override {item!r}"
+    return source
 
 
-def _explain(exc: ValidationError, source: str) -> UserError:
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
-    key = ".".join(str(p) for p in loc)
-    if err["type"] == "extra_forbidden":
-        names = _field_names(RunConfig, loc)
-        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-        prefix = ".".join(str(p) for p in loc[:-1])
-        hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else \
-            f"; valid keys here: {', '.join(names)}"
-        return UserError(f"{source}: unknown key '{key}'{hint}")
-    given = err.get("input")
-    return UserError(f"{source}: '{key}': {err['msg']} (got {given!r}); fix the value")
+def _explain(exc: ValidationError, source: str, overrides: list[str] | None = None) -> UserError:
+    loc = ".".join(str(p) for p in exc.errors()[0]["loc"] if not isinstance(p, int))
+    return explain_validation(exc, RunConfig, _blamed(source, loc, overrides or []))
 
 
-def build_config(raw: dict, source: str = "config") -> RunConfig:
+def build_config(raw: dict, source: str = "config", overrides: list[str] | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise _explain(exc, source, overrides) from None
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
 
@@ -215,7 +199,7 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    return build_config(raw, source=str(path) if path is not None else "config")
+    return build_config(raw, source=str(path) if path is not None else "config", overrides=overrides)
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -229,12 +213,18 @@ def packaged_config_names() -> list[str]:
     return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
 
 
+# Shipped names before config files followed method names; they still resolve.
+FORMER_NAMES = {f"{old}_{data}": f"{new}_{data}" for old, new in
+                (("onestream", "one_stream"), ("twostream", "two_stream"), ("zeropadding", "zero_padding"))
+                for data in ("biwi", "robotpku")}
+
+
 def resolve_config(name_or_path: str | Path) -> Path:
     """A config file path, or the name of a config shipped with crossreid (e.g. ``demo``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
+    shipped = PACKAGED_CONFIGS / f"{FORMER_NAMES.get(str(name_or_path), name_or_path)}.yaml"
     if shipped.is_file():
         return shipped
     close = difflib.get_close_matches(str(name_or_path), packaged_config_names(), n=1)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
+from crossreid.engine.process import setup_process
 from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import write_json
@@ -26,6 +27,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     start = time.perf_counter()
     configs = {label: load_config(resolve_config(name), overrides) for label, name in DEMO_RUNS}
     base = configs["one_stream"]
+    setup_process(base.train)
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
     stores = TestStores.of(catalog, base.data.height, base.data.width)
@@ -50,7 +52,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     from crossreid.report.html import write_report
 
     write_report(out / "report.html", results, catalog, stores.query, stores.gallery,
-                 title="crossreid demo (synthetic data)", features=features, metric=base.eval.metric,
+                 title="crossreid demo (synthetic data)", features=features,
                  notes=[f"Wall time {elapsed:.0f} s for generation (or cache reuse), training and evaluation."])
     click.echo(format_results(results))
     click.echo(f"wrote {out / 'results.json'} and {out / 'report.html'} in {elapsed:.0f} s")

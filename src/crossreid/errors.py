@@ -9,3 +9,41 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+def parse_assignment(item: str, what: str) -> tuple[str, object]:
+    """``"key=value"`` into (key, value), the value parsed as a YAML scalar or list (``3``,
+    ``true``, ``[rgb,depth]``; anything YAML cannot parse stays a string)."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"{what} {item!r} is not of the form key=value")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
+def explain_validation(exc, model, source: str, prefix: str = "") -> UserError:
+    """One line for the first error of a pydantic ``ValidationError`` raised by ``model``:
+    ``<source>: unknown key '<prefix.key>'; did you mean ...?`` or ``<source>: '<key>': <why>
+    (got <value>); fix the value``."""
+    import difflib
+
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+    key = ".".join(p for p in (prefix, *loc) if p)
+    if err["type"] != "extra_forbidden":
+        return UserError(f"{source}: '{key}': {err['msg']} (got {err.get('input')!r}); fix the value")
+    for part in loc[:-1]:  # the model that holds the unknown key
+        field = model.model_fields.get(part)
+        model = getattr(field, "annotation", None) if field else None
+        if not (isinstance(model, type) and hasattr(model, "model_fields")):
+            return UserError(f"{source}: unknown key '{key}'")
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], names, n=1)
+    around = ".".join(loc[:-1])  # suggestions are spelt as the model spells them, without ``prefix``
+    hint = f"did you mean '{around + '.' if around else ''}{close[0]}'?" if close else \
+        f"valid keys here: {', '.join(names) or 'none'}"
+    return UserError(f"{source}: unknown key '{key}'; {hint}")

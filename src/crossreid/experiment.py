@@ -11,7 +11,7 @@ from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.engine.trainer import Trainer
-from crossreid.evaluation.runner import evaluate_directions, pool_features
+from crossreid.retrieval.evaluate import evaluate_directions, pool_features
 
 
 @dataclass
@@ -62,21 +62,23 @@ def record_test_feature(results: dict, method) -> dict:
 
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
-                 data_options: dict | None = None, progress: bool = True) -> dict:
+                 data_options: dict | None = None, progress: bool = True, metric: str | None = None) -> dict:
     """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
     evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials;
-    a missing trial run is an error.
+    a missing trial run is an error. ``metric`` (default: the run's ``eval.metric``) is the
+    default of the protocol's ``distance`` option.
     """
     from crossreid.data.open import open_catalog
     from crossreid.engine.runs import load_run
 
     if "{t}" in str(run):
-        from crossreid.evaluation.regdb_protocols import combine_trials, find_trial_runs
+        from crossreid.engine.runs import find_trial_runs
+        from crossreid.evaluation.regdb_protocols import combine_trials
 
-        per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress)
-                     for r in find_trial_runs(str(run))]
+        per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
+                                  metric) for r in find_trial_runs(str(run))]
         return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
     cfg, method = load_run(run)
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
@@ -85,6 +87,6 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     catalog = open_catalog(cfg.data, progress=progress)
     stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
-                                  cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
+                                  metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
                                   batch_size=cfg.eval.batch_size, progress=progress)
     return record_test_feature(results, method)

@@ -77,3 +77,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_dir(kind: str) -> Path:
+    """``$CROSSREID_CACHE/<kind>`` (default ``~/.cache/crossreid/<kind>``): synthetic data, decoded images."""
+    return Path(os.environ.get("CROSSREID_CACHE", "~/.cache/crossreid")).expanduser() / kind

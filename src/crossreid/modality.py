@@ -14,11 +14,6 @@ class Modality(str, Enum):
     DEPTH = "depth"
     IR = "ir"
 
-    @property
-    def channels(self) -> int:
-        """Channels stored on disk after decoding (depth and IR are single-channel)."""
-        return 3 if self is Modality.RGB else 1
-
     @classmethod
     def parse(cls, value: "str | Modality") -> "Modality":
         if isinstance(value, Modality):
@@ -35,3 +30,11 @@ class Modality(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def parse_direction(direction: str, what: str = "direction") -> tuple[Modality, Modality]:
+    """``"rgb->depth"`` (modality aliases allowed, e.g. ``visible->thermal``) to a (query, gallery) pair."""
+    parts = str(direction).split("->")
+    if len(parts) != 2:
+        raise UserError(f"{what} {direction!r} must look like 'rgb->depth' (query->gallery)")
+    return Modality.parse(parts[0]), Modality.parse(parts[1])

@@ -18,6 +18,7 @@ import numpy as np
 
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
+from crossreid.engine.process import setup_process
 from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import read_json, write_json, write_text
@@ -102,6 +103,7 @@ def run_set(which: str, out: Path, seeds: list[int], only: list[str] | None = No
                 continue
             cfg = load_config(resolve_config(config), settings)
             if catalog is None:
+                setup_process(cfg.train)
                 catalog = open_catalog(cfg.data, progress=progress)
                 stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
             click.echo(f"[{name} seed {seed}] training {cfg.method.name}")

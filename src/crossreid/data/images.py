@@ -7,6 +7,7 @@ millimetres (0 = no reading) from 16-bit PNG or PGM (big-endian, as in BIWI).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,18 @@ def _open(path: Path) -> Image.Image:
         raise UserError(f"{path}: unreadable or truncated image ({exc}); re-extract or remove this file") from None
 
 
+_warned_8bit: list[Path] = []
+
+
+def _warn_8bit_depth(path: Path) -> None:
+    """Say once per process that 8-bit depth is rescaled, naming the first such file and the rule."""
+    if not _warned_8bit:
+        _warned_8bit.append(path)
+        print(f"warning: {path}: 8-bit depth image, read as 0-255 -> 0-{DEPTH_FAR_MM / 1000:g} m "
+              f"(value / 255 * {DEPTH_FAR_MM:g} mm); store 16-bit millimetres for true depth "
+              "(this warning is shown once)", file=sys.stderr)
+
+
 def decode(path: str | Path, modality: Modality) -> np.ndarray:
     """Decode one file for ``modality`` (see module docstring for the output types)."""
     path = Path(path)
@@ -43,6 +56,7 @@ def decode(path: str | Path, modality: Modality) -> np.ndarray:
         arr = np.asarray(img).astype(np.float32)
     elif img.mode == "L":
         # 8-bit depth (e.g. depth maps pre-rendered to JPEG): rescale to the millimetre range.
+        _warn_8bit_depth(path)
         arr = np.asarray(img).astype(np.float32) / 255.0 * DEPTH_FAR_MM
     else:
         raise UserError(f"{path}: depth image has mode {img.mode}; expected 16-bit millimetres (PNG/PGM) or 8-bit grey")

@@ -1,12 +1,14 @@
 """Datasets registered by name. A loader takes a root folder and options, returns a Catalog.
 
+Each registration names the protocol its test pools are scored with and the one its
+held-out validation ids are scored with during training (default: the same).
+
 The root comes from the caller or from ``$CROSSREID_DATA/<folder>``; no path is
 written in the code.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any, Callable
 
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
+from crossreid.registry import Registry
 
 Loader = Callable[..., Catalog]
 
@@ -24,37 +27,27 @@ class DatasetEntry:
     loader: Loader
     folder: str
     description: str
+    protocol: str
+    val_protocol: str
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(name: str, folder: str, description: str) -> Callable[[Loader], Loader]:
-    def wrap(fn: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = DatasetEntry(name, fn, folder, description)
-        return fn
-    return wrap
-
-
-def _ensure_builtin() -> None:
-    # Importing the modules registers them.
-    import crossreid.data.datasets  # noqa: F401
+def register_dataset(name: str, folder: str, description: str, *, protocol: str,
+                     val_protocol: str | None = None) -> Callable[[Loader], Loader]:
+    """Decorator of a loader; ``protocol`` scores its test pools, ``val_protocol`` (default the
+    same) its held-out validation ids. Built-in loaders are imported by ``crossreid.data.datasets``."""
+    return DATASETS.decorator(name, lambda fn: DatasetEntry(name, fn, folder, description, protocol,
+                                                            val_protocol or protocol))
 
 
 def dataset_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_entry(name: str) -> DatasetEntry:
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
-        raise UserError(f"unknown dataset {name!r}{hint}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
@@ -66,6 +59,9 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
     else:
         raise UserError(f"no root given for dataset {name!r}; pass --root DIR or set CROSSREID_DATA "
                         f"to the folder that holds {entry.folder}/")
+    if path.is_file():
+        raise UserError(f"{path}: is a file, not the dataset folder for {name!r}; pass the folder that holds "
+                        f"the dataset (--root DIR)")
     if not path.is_dir():
         raise UserError(f"{path}: dataset folder for {name!r} not found; check --root or CROSSREID_DATA")
     return path
@@ -74,3 +70,9 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
 def load_dataset(name: str, root: str | os.PathLike | None = None, **options: Any) -> Catalog:
     entry = get_entry(name)
     return entry.loader(resolve_root(name, root), **options)
+
+
+def dataset_protocol(name: str, validation: bool = False) -> str:
+    """The protocol dataset ``name`` is scored with (``validation``: its held-out val ids during training)."""
+    entry = get_entry(name)
+    return entry.val_protocol if validation else entry.protocol

@@ -1,14 +1,19 @@
-"""Open a finished run folder: its resolved config and its selected model."""
+"""Open finished run folders: a run's resolved config and selected model; the runs of RegDB's trials."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
+
+import yaml
 
 from crossreid.config import RunConfig, load_config
 from crossreid.engine.checkpoint import load_checkpoint
 from crossreid.errors import UserError
 from crossreid.methods import Method, build_method
 from crossreid.modality import Modality
+
+REGDB_TRIALS = tuple(range(1, 11))
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Method]:
@@ -26,3 +31,27 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Method]:
         raise UserError(f"{run_dir / 'model.safetensors'}: weights do not fit the run's config "
                         f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     return cfg, method.eval()
+
+
+def find_trial_runs(pattern: str, trials: Sequence[int] = REGDB_TRIALS) -> list[Path]:
+    """Run folders ``pattern.format(t=t)`` for each trial, e.g. ``runs/agw_regdb/trial{t}``.
+
+    Each must be a run folder (``config.yaml``) trained on RegDB trial t, as its config's
+    ``data.options.trial`` records (default 1); anything else is a UserError.
+    """
+    if "{t}" not in pattern:
+        raise UserError(f"run pattern {pattern!r} has no {{t}}; write it like runs/agw_regdb/trial{{t}}")
+    out = []
+    for t in trials:
+        run = Path(pattern.format(t=t))
+        config = run / "config.yaml"
+        if not config.is_file():
+            raise UserError(f"{run}: run folder for RegDB trial {t} not found (no config.yaml); "
+                            f"train it with data.options.trial={t} or fix the pattern")
+        data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+        dataset, trained = data.get("dataset"), (data.get("options") or {}).get("trial", 1)
+        if dataset != "regdb" or trained != t:
+            raise UserError(f"{config}: trained on {dataset} trial {trained}, not regdb trial {t}; "
+                            "point the pattern at the run of each trial")
+        out.append(run)
+    return out

@@ -7,11 +7,14 @@ from crossreid.evaluation.metrics import (NO_EXCLUSION, SAME_CAMERA, SAME_FRAME,
 from crossreid.evaluation.protocols import (Protocol, Trial, evaluate_protocol, get_protocol, protocol_names,
                                             register_protocol)
 from crossreid.evaluation.results import ProtocolResult
-from crossreid.evaluation.score import score_features
+from crossreid.evaluation.score import score_arrays, score_features
+
+# Built-in protocols: importing a module registers it (a new protocol adds its module here).
+from crossreid.evaluation import llcm_protocols, regdb_protocols, rgbd_protocols, sysu_protocols  # noqa: F401, E402
 
 __all__ = [
     "ExclusionRule", "Metrics", "NO_EXCLUSION", "Protocol", "ProtocolResult", "SAME_CAMERA", "SAME_FRAME",
     "SAME_ID_AND_CAMERA", "SAME_ID_AND_SEQUENCE", "SYSU_LOCATION", "Trial", "compute_metrics",
     "evaluate_protocol", "get_protocol", "pairwise_distance", "protocol_names", "register_protocol",
-    "score_features",
+    "score_arrays", "score_features",
 ]

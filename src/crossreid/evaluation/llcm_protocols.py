@@ -8,7 +8,7 @@ one number are one physical camera); CMC is identity-level.
 
 ``deen_compat=True`` with ``direction="rgb->ir"`` reproduces DEEN's ``test_mode=[2,1]``,
 which transposes the distances: the scored probes are the sampled NIR images and the gallery
-is every VIS image (its numbers are not VIS→IR in the natural sense). ``gallery="full"`` is a
+is every VIS image (its numbers are not VIS→IR in the natural sense). ``gallery_draw="full"`` is a
 separate, non-official mode: one trial, the whole test set of the gallery modality.
 """
 
@@ -20,7 +20,7 @@ from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.evaluation.metrics import SAME_ID_AND_CAMERA
 from crossreid.evaluation.protocols import Trial, register_protocol
-from crossreid.evaluation.sampling import (DatasetProtocol, bool_option, option_in, parse_direction,
+from crossreid.evaluation.sampling import (DatasetProtocol, bool_option, legacy_direction, option_in,
                                            python_random_gallery, require_nonempty, select)
 from crossreid.modality import Modality
 
@@ -31,21 +31,25 @@ TRIALS = 10
 
 @register_protocol("llcm")
 class LLCMProtocol(DatasetProtocol):
-    """``direction`` ``ir->rgb`` (default) or ``rgb->ir``; ``gallery`` ``sampled`` (official) or ``full``."""
+    """``query``/``gallery`` ir->rgb (default) or rgb->ir (also spelt ``direction="rgb->ir"``);
+    ``gallery_draw`` ``sampled`` (official) or ``full``."""
 
     name = "llcm"
+    directions = DIRECTIONS
     exclusion = SAME_ID_AND_CAMERA
 
-    def __init__(self, direction: str = "ir->rgb", gallery: str = "sampled", deen_compat: bool = False,
-                 distance: str = "euclidean"):
-        self.query_modality, self.gallery_modality = parse_direction(direction, DIRECTIONS, self.name)
-        self.gallery = option_in(gallery, ("sampled", "full"), self.name, "gallery")
+    def __init__(self, query: str | None = None, gallery: str | None = None, direction: str | None = None,
+                 gallery_draw: str = "sampled", deen_compat: bool = False, distance: str = "euclidean",
+                 precision: str = "float64"):
+        if gallery in ("sampled", "full"):  # the older name of gallery_draw
+            gallery_draw, gallery = gallery, None
+        self.set_common(*legacy_direction(direction, query, gallery, self.name), distance, precision, "identity")
+        self.gallery = option_in(gallery_draw, ("sampled", "full"), self.name, "gallery_draw")
         self.deen_compat = bool_option(deen_compat, self.name, "deen_compat")
         if self.deen_compat and self.gallery == "full":
             raise UserError("protocol 'llcm': deen_compat=true reproduces DEEN's sampled galleries; "
-                            "drop it or use gallery=sampled")
+                            "drop it or use gallery_draw=sampled")
         self.transposed = self.deen_compat and self.query_modality is Modality.RGB
-        self.set_common(distance, "identity")
         self.direction = f"{self.query_modality}->{self.gallery_modality}"
         if self.transposed:
             self.direction += " (deen_compat: sampled ir probes vs all rgb)"

@@ -207,22 +207,47 @@ def _remove(w: np.ndarray, removed) -> None:
 
 
 def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
+    """float32 distances: (distance, index) packed in one float64 key, so no ties exist."""
     key = _ordered_keys(d)
     thresholds = np.full((len(d), m_max), np.inf)
     thresholds[rows, pos] = key[rows, cols]
     thresholds.sort(axis=1)
     _remove(key, removed)
     key[rows, cols] = np.inf
-    before = np.zeros((len(d), m_max), dtype=np.int64)
-    block = max(1, (1 << 22) // max(1, key.size))
-    for j in range(0, m_max, block):
-        t = thresholds[:, j:j + block, None]
-        for g in range(0, key.shape[1], 65535):  # uint16 sums are fast and cannot overflow here
-            below = key[:, None, g:g + 65535] < t
-            before[:, j:j + block] += below.view(np.uint8).sum(axis=2, dtype=np.uint16)
+    before = _count_below(key, thresholds)
     ranks = before + np.arange(1, m_max + 1)
     first_block = (key < thresholds[:, :1]) if want_before else None
-    return ranks, first_block
+    return ranks, first_block, None
+
+
+def _count_below(key: np.ndarray, thresholds: np.ndarray, or_equal: bool = False) -> np.ndarray:
+    """``before[r, j]``: how many of ``key[r]`` are below (or equal to) ``thresholds[r, j]``."""
+    before = np.zeros(thresholds.shape, dtype=np.int64)
+    block = max(1, (1 << 22) // max(1, key.size))
+    compare = np.less_equal if or_equal else np.less
+    for j in range(0, thresholds.shape[1], block):
+        t = thresholds[:, j:j + block, None]
+        for g in range(0, key.shape[1], 65535):  # uint16 sums are fast and cannot overflow here
+            below = compare(key[:, None, g:g + 65535], t)
+            before[:, j:j + block] += below.view(np.uint8).sum(axis=2, dtype=np.uint16)
+    return before
+
+
+def _ranks_by_counting64(d, removed, rows, cols, pos, m_max, want_before):
+    """float64 distances: count strictly closer items; rows where another item ties a true
+    match exactly are returned in ``tied`` for the caller to rank by a stable sort."""
+    key = np.add(d, 0.0)  # a copy; -0.0 becomes +0.0
+    thresholds = np.full((len(d), m_max), np.inf)
+    thresholds[rows, pos] = key[rows, cols]
+    thresholds.sort(axis=1)
+    _remove(key, removed)
+    key[rows, cols] = np.inf
+    before = _count_below(key, thresholds)
+    real = np.isfinite(thresholds)
+    tied = ((_count_below(key, thresholds, or_equal=True) > before) & real).any(axis=1)
+    ranks = before + np.arange(1, m_max + 1)
+    first_block = (key < thresholds[:, :1]) if want_before else None
+    return ranks, first_block, np.flatnonzero(tied)
 
 
 def _ranks_by_sorting(d, removed, rows, cols, pos, m_max, want_before):
@@ -235,7 +260,90 @@ def _ranks_by_sorting(d, removed, rows, cols, pos, m_max, want_before):
     ranks[rows, pos] = place[rows, cols] + 1
     ranks.sort(axis=1)
     first_block = (place < ranks[:, :1] - 1) if want_before else None
-    return ranks, first_block
+    return ranks, first_block, None
+
+
+def _rows_of(sub: np.ndarray, n: int, removed, rows, cols, pos):
+    """The removal and match structures restricted to chunk rows ``sub`` (renumbered 0..)."""
+    new = np.full(n, -1)
+    new[sub] = np.arange(len(sub))
+    dense, r_rows, r_cols = removed
+    keep_r, keep = new[r_rows] >= 0, new[rows] >= 0
+    sub_removed = (None if dense is None else dense[sub], new[r_rows[keep_r]], r_cols[keep_r])
+    return sub_removed, new[rows[keep]], cols[keep], pos[keep]
+
+
+def _rank_chunk(d: np.ndarray, removed, rows, cols, pos, m_max: int, want_before: bool, method: str, ng: int):
+    """1-based ranks of each query's true matches (sorted), and the items before its first match."""
+    use_count = method == "count" or (method == "auto" and m_max <= _COUNT_LIMIT)
+    if not use_count:
+        return _ranks_by_sorting(d, removed, rows, cols, pos, m_max, want_before)[:2]
+    if d.dtype == np.float32 and ng < (1 << _INDEX_BITS):
+        return _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before)[:2]
+    ranks, block, tied = _ranks_by_counting64(d, removed, rows, cols, pos, m_max, want_before)
+    if len(tied):  # exact ties with a true match: a stable sort gives gallery order, as the official codes
+        sub_rk, sub_block, _ = _ranks_by_sorting(d[tied], *_rows_of(tied, len(d), removed, rows, cols, pos),
+                                                 m_max, want_before)
+        ranks[tied] = sub_rk
+        if want_before:
+            block[tied] = sub_block
+    return ranks, block
+
+
+def _distance_source(nq: int, ng: int, distances, query_features, gallery_features, metric: str, precision: str):
+    """A function from query rows to their distance rows (float32 or float64)."""
+    if distances is not None:
+        distances = np.asarray(distances)
+        if distances.shape != (nq, ng):
+            raise ValueError(f"distance matrix is {distances.shape}, expected {(nq, ng)}")
+        if not np.isfinite(distances).all():
+            raise ValueError("distance matrix has NaN or infinite values")
+        if not np.issubdtype(distances.dtype, np.floating) or distances.dtype.itemsize > 4:
+            cast = np.float64
+        else:
+            cast = np.float32
+        return lambda idx: distances[idx].astype(cast, copy=False)
+    if query_features is None or gallery_features is None:
+        raise ValueError("give either distances or both query_features and gallery_features")
+    if len(query_features) != nq or len(gallery_features) != ng:
+        raise ValueError("features and ids differ in length")
+    dist = GalleryDistance(gallery_features, metric, precision)
+    return lambda idx: dist(query_features[idx]).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Same-id (query, gallery) pairs per query: kept (true matches) and removed by the rule."""
+
+    gallery: np.ndarray   # gallery index of each kept pair, grouped by query
+    count: np.ndarray     # kept pairs per query
+    start: np.ndarray     # first kept pair of each query
+    removed_gallery: np.ndarray
+    removed_count: np.ndarray
+    removed_start: np.ndarray
+
+    @classmethod
+    def of(cls, qpid, gpid, rule: ExclusionRule, qcodes, gcodes) -> "_Pairs":
+        qi, gi, rqi, rgi = _match_pairs(qpid, gpid, rule, qcodes, gcodes)
+        m_all = np.bincount(qi, minlength=len(qpid))
+        r_all = np.bincount(rqi, minlength=len(qpid))
+        return cls(gi, m_all, np.cumsum(m_all) - m_all, rgi, r_all, np.cumsum(r_all) - r_all)
+
+
+def _check_ranks(cmc: str, ranks: Sequence[int]) -> tuple[int, ...]:
+    check_level(cmc)
+    ranks = tuple(int(k) for k in ranks)
+    if not ranks or min(ranks) < 1:
+        raise ValueError(f"ranks must be positive integers, got {ranks}")
+    return ranks
+
+
+def _first_identity_rank(block: np.ndarray, pid_codes: np.ndarray, n_ids: int) -> np.ndarray:
+    """Identity-level rank-1 position: distinct ids ranked before the first true match, plus one."""
+    br, bc = np.nonzero(block)
+    seen = np.zeros(len(block) * n_ids, dtype=bool)
+    seen[br * n_ids + pid_codes[bc]] = True
+    return seen.reshape(len(block), n_ids).sum(axis=1) + 1
 
 
 def compute_metrics(query_ids: Sequence[int], gallery_ids: Sequence[int],
@@ -247,87 +355,49 @@ def compute_metrics(query_ids: Sequence[int], gallery_ids: Sequence[int],
                     gallery_keys: Mapping[str, Sequence] | None = None,
                     cmc: str = "image", ranks: Sequence[int] = DEFAULT_RANKS,
                     chunk_size: int | None = None, per_query: bool = False,
-                    method: str = "auto") -> Metrics:
+                    method: str = "auto", precision: str = "float64") -> Metrics:
     """CMC / mAP / mINP from a distance matrix or from features (distances per chunk).
 
     ``exclusion`` removes gallery items per query (see :class:`ExclusionRule`);
     ``cmc`` is ``"image"`` (standard) or ``"identity"`` (ids de-duplicated in the ranked
     list, first occurrence kept, as SYSU-MM01). Memory is bounded by ``chunk_size``
     queries × gallery. ``method`` ("auto", "count", "sort") picks the ranking kernel;
-    all give identical values.
+    all give identical values. ``precision`` is that of distances computed from features
+    (a given matrix is ranked in its own precision). Equal distances keep gallery order.
     """
-    check_level(cmc)
-    ranks = tuple(int(k) for k in ranks)
-    if not ranks or min(ranks) < 1:
-        raise ValueError(f"ranks must be positive integers, got {ranks}")
+    ranks = _check_ranks(cmc, ranks)
     qpid = np.asarray(query_ids, dtype=np.int64)
     gpid = np.asarray(gallery_ids, dtype=np.int64)
     nq, ng = len(qpid), len(gpid)
-    if distances is not None:
-        distances = np.asarray(distances)
-        if distances.shape != (nq, ng):
-            raise ValueError(f"distance matrix is {distances.shape}, expected {(nq, ng)}")
-        if not np.isfinite(distances).all():
-            raise ValueError("distance matrix has NaN or infinite values")
-        rows_of = lambda idx: distances[idx]  # noqa: E731
-    elif query_features is not None and gallery_features is not None:
-        if len(query_features) != nq or len(gallery_features) != ng:
-            raise ValueError("features and ids differ in length")
-        dist = GalleryDistance(gallery_features, metric)
-        rows_of = lambda idx: dist(query_features[idx]).cpu().numpy()  # noqa: E731
-    else:
-        raise ValueError("give either distances or both query_features and gallery_features")
-
+    rows_of = _distance_source(nq, ng, distances, query_features, gallery_features, metric, precision)
     qcols = {"pid": qpid, **({"cam": query_cams} if query_cams is not None else {}), **(query_keys or {})}
     gcols = {"pid": gpid, **({"cam": gallery_cams} if gallery_cams is not None else {}), **(gallery_keys or {})}
     qcodes, gcodes = exclusion.encode(qcols, gcols)
-    qi, gi, rqi, rgi = _match_pairs(qpid, gpid, exclusion, qcodes, gcodes)
-    m_all = np.bincount(qi, minlength=nq)
-    pair_start = np.cumsum(m_all) - m_all
-    r_all = np.bincount(rqi, minlength=nq)  # same-id pairs removed by the rule
-    r_start = np.cumsum(r_all) - r_all
+    pairs = _Pairs.of(qpid, gpid, exclusion, qcodes, gcodes)
     dense_clauses = [c for c in exclusion.clauses if "pid" not in c]  # others only remove same-id pairs
-    valid = np.flatnonzero(m_all > 0)
-    valid = valid[np.argsort(m_all[valid], kind="stable")]  # similar match counts share a chunk
+    valid = np.flatnonzero(pairs.count > 0)
+    valid = valid[np.argsort(pairs.count[valid], kind="stable")]  # similar match counts share a chunk
     dedup = cmc == "identity"
     pid_codes = np.unique(gpid, return_inverse=True)[1] if dedup else None
     n_ids = int(pid_codes.max()) + 1 if dedup and ng else 0
 
     step = chunk_size or max(1, _CHUNK_ELEMENTS // max(1, ng))
-    first = np.empty(len(valid), dtype=np.int64)
-    ap = np.empty(len(valid))
-    inp = np.empty(len(valid))
+    first, ap, inp = np.empty(len(valid), dtype=np.int64), np.empty(len(valid)), np.empty(len(valid))
     for c0 in range(0, len(valid), step):
         idx = valid[c0:c0 + step]
-        m = m_all[idx]
+        m = pairs.count[idx]
         m_max = int(m.max())
-        rows, pos, flat = _ragged(pair_start[idx], m)
-        cols = gi[flat]
-        d = rows_of(idx)
-        if not np.issubdtype(d.dtype, np.floating) or d.dtype.itemsize > 4:
-            d = d.astype(np.float64)
-        elif d.dtype.itemsize < 4:
-            d = d.astype(np.float32)
-        r_rows, _, r_flat = _ragged(r_start[idx], r_all[idx])
+        rows, pos, flat = _ragged(pairs.start[idx], m)
+        r_rows, _, r_flat = _ragged(pairs.removed_start[idx], pairs.removed_count[idx])
         dense = exclusion.mask(qcodes, gcodes, idx, dense_clauses) if dense_clauses else None
-        removed = (dense, r_rows, rgi[r_flat])
-        use_count = method == "count" or (method == "auto" and m_max <= _COUNT_LIMIT)
-        use_count = use_count and d.dtype == np.float32 and ng < (1 << _INDEX_BITS)
-        kernel = _ranks_by_counting if use_count else _ranks_by_sorting
-        rk, block = kernel(d, removed, rows, cols, pos, m_max, dedup)
+        rk, block = _rank_chunk(rows_of(idx), (dense, r_rows, pairs.removed_gallery[r_flat]), rows,
+                                pairs.gallery[flat], pos, m_max, dedup, method, ng)
         sl = slice(c0, c0 + len(idx))
-        last = rk[np.arange(len(idx)), m - 1]
         j = np.arange(1, m_max + 1)
         prec = np.where(j[None, :] <= m[:, None], j[None, :] / np.maximum(rk, 1), 0.0)
         ap[sl] = np.cumsum(prec, axis=1)[np.arange(len(idx)), m - 1] / m
-        inp[sl] = m / last
-        if dedup:
-            br, bc = np.nonzero(block)
-            seen = np.zeros(len(idx) * n_ids, dtype=bool)
-            seen[br * n_ids + pid_codes[bc]] = True
-            first[sl] = seen.reshape(len(idx), n_ids).sum(axis=1) + 1
-        else:
-            first[sl] = rk[:, 0]
+        inp[sl] = m / rk[np.arange(len(idx)), m - 1]
+        first[sl] = _first_identity_rank(block, pid_codes, n_ids) if dedup else rk[:, 0]
     per_q = None
     if per_query:
         per_q = np.full(nq, np.nan)

@@ -8,7 +8,6 @@ protocols (SYSU-MM01, RegDB, LLCM, RGB-D) register themselves with
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ import numpy as np
 
 from crossreid.data.samples import Catalog, sample_arrays
 from crossreid.errors import UserError
-from crossreid.evaluation.distance import check_metric
+from crossreid.evaluation.distance import check_metric, check_precision
 from crossreid.evaluation.metrics import SAME_CAMERA, ExclusionRule, Metrics, check_level, compute_metrics
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
+from crossreid.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,41 @@ class Trial:
     cmc: str = "image"
 
 
+Pair = tuple[Modality, Modality]
+
+
 class Protocol(ABC):
-    """Base class: subclasses set ``name`` and implement ``trials`` and ``describe``."""
+    """Base class: subclasses set ``name`` and ``directions`` and implement ``trials`` and ``describe``.
+
+    Every protocol takes the same direction and scoring options: ``query`` and ``gallery``
+    (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
+    any pair), ``distance`` (euclidean or cosine) and ``precision`` (float64, or float32 for
+    huge galleries). Subclasses call :meth:`set_scoring` from ``__init__``.
+    """
 
     name: str = ""
+    directions: tuple[Pair, ...] | None = None
     distance: str = "euclidean"
+    precision: str = "float64"
+    query_modality: Modality = Modality.RGB
+    gallery_modality: Modality = Modality.DEPTH
+    options: dict[str, Any] = {}  # the options it was built with (set by get_protocol)
+
+    def set_scoring(self, query: str | None, gallery: str | None, distance: str, precision: str) -> None:
+        """Check and set the direction (``None``: the protocol's default side), distance and precision."""
+        default = self.directions[0] if self.directions else (Modality.RGB, Modality.DEPTH)
+        pair = (Modality.parse(query) if query is not None else default[0],
+                Modality.parse(gallery) if gallery is not None else default[1])
+        if self.directions is not None and pair not in self.directions:
+            names = ", ".join(f"{q}->{g}" for q, g in self.directions)
+            raise UserError(f"protocol {self.name!r} does not score {pair[0]}->{pair[1]}; it supports {names} "
+                            "(set query= and gallery= to one of them, or choose another protocol)")
+        self.query_modality, self.gallery_modality = pair
+        for option, value, check in (("distance", distance, check_metric), ("precision", precision, check_precision)):
+            try:
+                setattr(self, option, check(value))
+            except ValueError as exc:
+                raise UserError(f"protocol {self.name!r} option {option}: {exc}") from None
 
     @abstractmethod
     def trials(self, catalog: Catalog) -> list[Trial]:
@@ -46,54 +76,60 @@ class Protocol(ABC):
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """name, direction, trials, shots, distance, re_ranking, cmc, exclusion (JSON-ready)."""
+        """name, direction, trials, shots, distance, precision, re_ranking, cmc, exclusion (JSON-ready)."""
 
     def aggregate(self, per_trial: list[Metrics]) -> list[Metrics]:
         """The reported trials' metrics from those of ``trials()`` (default: unchanged)."""
         return per_trial
 
 
-_PROTOCOLS: dict[str, Callable[..., Protocol]] = {}
+PROTOCOLS: Registry[Callable[..., Protocol]] = Registry("protocol")
 
 
 def register_protocol(name: str) -> Callable:
-    def wrap(factory: Callable[..., Protocol]) -> Callable[..., Protocol]:
-        if name in _PROTOCOLS:
-            raise ValueError(f"protocol {name!r} registered twice")
-        _PROTOCOLS[name] = factory
-        return factory
-    return wrap
-
-
-_BUILTIN = ("sysu_protocols", "regdb_protocols", "llcm_protocols", "rgbd_protocols")
-
-
-def _load_builtin() -> None:
-    """Import the dataset protocol modules; importing registers them."""
-    import importlib
-
-    for module in _BUILTIN:
-        importlib.import_module(f"crossreid.evaluation.{module}")
+    """Decorator of a Protocol subclass (or factory). Built-in protocol modules are imported by
+    ``crossreid.evaluation``'s ``__init__``."""
+    return PROTOCOLS.decorator(name)
 
 
 def protocol_names() -> list[str]:
-    _load_builtin()
-    return sorted(_PROTOCOLS)
+    return PROTOCOLS.names()
 
 
 def get_protocol(name: str, **options: Any) -> Protocol:
     """Build a registered protocol; unknown names and options are user errors."""
-    _load_builtin()
-    if name not in _PROTOCOLS:
-        close = difflib.get_close_matches(name, list(_PROTOCOLS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(protocol_names())}"
-        raise UserError(f"unknown protocol {name!r}; {hint}")
-    factory = _PROTOCOLS[name]
+    factory = PROTOCOLS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"protocol {name!r} has no option {unknown[0]!r}; options: {', '.join(accepted)}")
-    return factory(**options)
+    protocol = factory(**options)
+    protocol.options = dict(options)
+    return protocol
+
+
+def protocol_for(name: str, query: str | Modality, gallery: str | Modality, options: dict[str, Any] | None = None,
+                 distance: str | None = None) -> Protocol:
+    """Protocol ``name`` pointed at query -> gallery; ``distance`` is the default of its distance option.
+
+    Direction options in ``options`` are refused (the direction is given here), and so is a
+    ``distance`` option that contradicts ``distance``: there is one distance knob.
+    """
+    options = with_distance(options, distance)
+    given = sorted({"query", "gallery", "direction"} & set(options))
+    if given:
+        raise UserError(f"protocol option {given[0]}= sets the direction, which comes from the run's "
+                        "eval.directions or --direction; drop the option (llcm's gallery draw is gallery_draw=)")
+    return get_protocol(name, query=str(Modality.parse(query)), gallery=str(Modality.parse(gallery)), **options)
+
+
+def with_distance(options: dict[str, Any] | None, distance: str | None) -> dict[str, Any]:
+    """``options`` with ``distance`` as the default of the distance option; a contradiction is an error."""
+    options = dict(options or {})
+    if distance is not None and options.setdefault("distance", distance) != distance:
+        raise UserError(f"distance given twice: --metric / eval.metric says {distance!r}, protocol option "
+                        f"distance={options['distance']!r}; give one of them")
+    return options
 
 
 @register_protocol("synthetic")
@@ -108,19 +144,15 @@ class SyntheticProtocol(Protocol):
     name = "synthetic"
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", trials: int = 1,
-                 gallery_per_id: int | None = None, seed: int = 0, distance: str = "euclidean"):
-        self.query_modality = Modality.parse(query)
-        self.gallery_modality = Modality.parse(gallery)
+                 gallery_per_id: int | None = None, seed: int = 0, distance: str = "euclidean",
+                 precision: str = "float64"):
+        self.set_scoring(query, gallery, distance, precision)
         if int(trials) < 1:
             raise UserError(f"protocol option trials={trials} must be at least 1")
         if int(trials) > 1 and not gallery_per_id:
             raise UserError("protocol option trials > 1 needs gallery_per_id (images drawn per identity)")
         if gallery_per_id is not None and int(gallery_per_id) < 1:
             raise UserError(f"protocol option gallery_per_id={gallery_per_id} must be at least 1")
-        try:
-            self.distance = check_metric(distance)
-        except ValueError as exc:
-            raise UserError(f"protocol option distance: {exc}") from None
         self.num_trials = int(trials)
         self.gallery_per_id = int(gallery_per_id) if gallery_per_id else None
         self.seed = int(seed)
@@ -155,6 +187,7 @@ class SyntheticProtocol(Protocol):
             "shots": self.gallery_per_id if self.gallery_per_id else "all",
             "seed": self.seed,
             "distance": self.distance,
+            "precision": self.precision,
             "re_ranking": False,
             "cmc": self.cmc,
             "exclusion": self.exclusion.describe(),
@@ -169,9 +202,9 @@ def sample_columns(samples: list) -> dict[str, Any]:
 
 
 def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gallery_features,
-                      metric: str | None = None, chunk_size: int | None = None) -> ProtocolResult:
-    """Run every trial; features cover the whole ``catalog.query`` / ``catalog.gallery`` pools."""
-    metric = check_metric(metric or protocol.distance)
+                      chunk_size: int | None = None) -> ProtocolResult:
+    """Run every trial with the protocol's distance and precision; features cover the whole
+    ``catalog.query`` / ``catalog.gallery`` pools."""
     for pool, feats in (("query", query_features), ("gallery", gallery_features)):
         if len(feats) != len(catalog.pool(pool)):
             raise ValueError(f"{len(feats)} {pool} features for {len(catalog.pool(pool))} {pool} samples")
@@ -186,7 +219,7 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
         per_trial.append(compute_metrics(
             q["pid"], g["pid"], q["cam"], g["cam"],
             query_features=query_features[trial.query], gallery_features=gallery_features[trial.gallery],
-            metric=metric, exclusion=trial.exclusion, query_keys=q, gallery_keys=g,
-            cmc=trial.cmc, chunk_size=chunk_size))
-    return ProtocolResult({**protocol.describe(), "distance": metric}, metric, protocol.aggregate(per_trial),
-                          dataset=catalog.name)
+            metric=protocol.distance, precision=protocol.precision, exclusion=trial.exclusion,
+            query_keys=q, gallery_keys=g, cmc=trial.cmc, chunk_size=chunk_size))
+    return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
+                          dataset=catalog.name, options=getattr(protocol, "options", {}))

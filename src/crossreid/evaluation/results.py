@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.evaluation.metrics import Metrics
 from crossreid.io import write_json
 
@@ -24,6 +24,7 @@ class ProtocolResult:
     distance: str
     trials: list[Metrics] = field(default_factory=list)
     dataset: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the protocol's options: get_protocol(name, **options)
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -52,6 +53,7 @@ class ProtocolResult:
             "dataset": self.dataset,
             "protocol": self.protocol,
             "distance": self.distance,
+            "options": self.options,
             "mean": self.mean(),
             "std": self.std(),
             "cmc": self.cmc.tolist(),

@@ -22,7 +22,7 @@ import numpy as np
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.metrics import SAME_CAMERA, SAME_FRAME, SAME_ID_AND_SEQUENCE, ExclusionRule, Metrics
 from crossreid.evaluation.protocols import Trial, register_protocol, sample_columns
-from crossreid.evaluation.sampling import (DatasetProtocol, int_option, option_in, parse_direction,
+from crossreid.evaluation.sampling import (DatasetProtocol, int_option, option_in,
                                            require_nonempty, select)
 from crossreid.modality import Modality
 
@@ -53,18 +53,17 @@ class RGBDProtocol(DatasetProtocol):
     """``query``/``gallery`` modality (rgb, depth); ``exclude`` frame (default), sequence or camera."""
 
     name = "rgbd"
+    directions = DIRECTIONS
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", exclude: str = "frame", repeats: int = 10,
-                 max_per_id: int = 20, seed: int = 0, distance: str = "euclidean"):
-        self.query_modality, self.gallery_modality = parse_direction(f"{query}->{gallery}", DIRECTIONS, self.name,
-                                                                     "query->gallery")
+                 max_per_id: int = 20, seed: int = 0, distance: str = "euclidean", precision: str = "float64"):
+        self.set_common(query, gallery, distance, precision, "image")
         self.direction = f"{self.query_modality}->{self.gallery_modality}"
         self.exclude = option_in(exclude, tuple(RULES), self.name, "exclude")
         self.exclusion = RULES[self.exclude]
         self.num_trials = int_option(repeats, self.name, "repeats", 1)
         self.max_per_id = int_option(max_per_id, self.name, "max_per_id", 1)
         self.seed = int_option(seed, self.name, "seed", 0)
-        self.set_common(distance, "image")
         self.shots = f"1 per id (CMC); at most {self.max_per_id} per id (mAP)"
         self.sampling = (f"numpy default_rng([seed, r]), r=0..{self.num_trials - 1}: at most {self.max_per_id} "
                          "query and gallery images per id, one single-shot gallery image per id")

@@ -10,28 +10,9 @@ import numpy as np
 
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
-from crossreid.evaluation.distance import check_metric
 from crossreid.evaluation.metrics import ExclusionRule, check_level
 from crossreid.evaluation.protocols import Protocol
-from crossreid.modality import Modality
-
-
-def parse_direction(direction: str, allowed: Sequence[tuple[Modality, Modality]], protocol: str,
-                    option: str = "direction") -> tuple[Modality, Modality]:
-    """``"visible->thermal"`` (aliases as :meth:`Modality.parse`) to a (query, gallery) pair."""
-    parts = str(direction).split("->")
-    pair = tuple(Modality.parse(p) for p in parts) if len(parts) == 2 else None
-    if pair not in allowed:
-        names = ", ".join(f"{q}->{g}" for q, g in allowed)
-        raise UserError(f"protocol {protocol!r} option {option}={direction!r} is not supported; use one of: {names}")
-    return pair  # type: ignore[return-value]
-
-
-def check_distance(distance: str) -> str:
-    try:
-        return check_metric(distance)
-    except ValueError as exc:
-        raise UserError(f"protocol option distance: {exc}") from None
+from crossreid.modality import Modality, parse_direction
 
 
 def select(samples: Sequence[Sample], modality: Modality, cams: Iterable[int] | None = None) -> np.ndarray:
@@ -82,8 +63,8 @@ class DatasetProtocol(Protocol):
     cmc: str = "image"
     sampling: str = "none"
 
-    def set_common(self, distance: str, cmc: str) -> None:
-        self.distance = check_distance(distance)
+    def set_common(self, query: str | None, gallery: str | None, distance: str, precision: str, cmc: str) -> None:
+        self.set_scoring(query, gallery, distance, precision)
         self.cmc = check_level(cmc)
 
     def extra(self) -> dict[str, Any]:
@@ -96,6 +77,7 @@ class DatasetProtocol(Protocol):
             "trials": self.num_trials,
             "shots": self.shots,
             "distance": self.distance,
+            "precision": self.precision,
             "re_ranking": False,
             "cmc": self.cmc,
             "exclusion": self.exclusion.describe(),
@@ -123,3 +105,14 @@ def bool_option(value: Any, protocol: str, option: str) -> bool:
     if not isinstance(value, bool):
         raise UserError(f"protocol {protocol!r} option {option}={value!r} must be true or false")
     return value
+
+
+def legacy_direction(direction: str | None, query: str | None, gallery: str | None,
+                     protocol: str) -> tuple[str | None, str | None]:
+    """``direction="visible->thermal"`` (the older spelling of RegDB / LLCM) as query and gallery."""
+    if direction is None:
+        return query, gallery
+    if query is not None or gallery is not None:
+        raise UserError(f"protocol {protocol!r}: give either direction= or query= and gallery=, not both")
+    q, g = parse_direction(direction, f"protocol {protocol!r} option direction")
+    return str(q), str(g)

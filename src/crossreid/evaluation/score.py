@@ -18,7 +18,7 @@ import numpy as np
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
-from crossreid.evaluation.protocols import Protocol, evaluate_protocol, get_protocol
+from crossreid.evaluation.protocols import Protocol, evaluate_protocol, get_protocol, with_distance
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
 
@@ -41,25 +41,34 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         "array, e.g. np.array(paths, dtype=str)") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path}: not a readable .npz file ({exc}); write it with numpy.savez") from None
+    if not data:
+        raise UserError(f"{path}: empty .npz (no arrays); save 'paths' and 'features' with numpy.savez")
+    return check_arrays(data, str(path))
+
+
+def check_arrays(data: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Keys present, lengths equal, features finite and non-empty, paths unique (``where`` names the source)."""
     missing = [k for k in ("paths", "features") if k not in data]
     if missing:
-        raise UserError(f"{path}: missing key(s) {', '.join(missing)}; the file needs 'paths' and 'features'")
+        raise UserError(f"{where}: missing key(s) {', '.join(missing)}; the file needs 'paths' and 'features'")
     feats, paths = data["features"], data["paths"]
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise UserError(f"{path}: 'features' must be a numeric rows × dims array, got {feats.dtype} {feats.shape}")
+        raise UserError(f"{where}: 'features' must be a numeric rows × dims array, got {feats.dtype} {feats.shape}")
+    if len(feats) == 0:
+        raise UserError(f"{where}: empty: 'features' has no rows; extract features for the images before scoring")
     if paths.ndim != 1 or paths.dtype.kind != "U":
-        raise UserError(f"{path}: 'paths' must be a 1-D unicode string array, got {paths.dtype} {paths.shape}")
+        raise UserError(f"{where}: 'paths' must be a 1-D unicode string array, got {paths.dtype} {paths.shape}")
     for key in ("paths",) + LABEL_KEYS + OPTIONAL_KEYS:
         if key in data and len(data[key]) != len(feats):
-            raise UserError(f"{path}: '{key}' has {len(data[key])} rows but 'features' has {len(feats)}; "
+            raise UserError(f"{where}: '{key}' has {len(data[key])} rows but 'features' has {len(feats)}; "
                             "all arrays must have one row per image")
     bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
     if len(bad):
-        raise UserError(f"{path}: {len(bad)} feature row(s) contain NaN or infinity (first: row {bad[0]}, "
+        raise UserError(f"{where}: {len(bad)} feature row(s) contain NaN or infinity (first: row {bad[0]}, "
                         f"{paths[bad[0]]}); re-extract the features")
     dup = len(paths) - len(set(paths.tolist()))
     if dup:
-        raise UserError(f"{path}: 'paths' lists {dup} duplicate path(s); write each image once")
+        raise UserError(f"{where}: 'paths' lists {dup} duplicate path(s); write each image once")
     return data
 
 
@@ -106,24 +115,37 @@ def _rows_for(path: Path, catalog: Catalog, paths: np.ndarray, used: dict[str, n
     return rows
 
 
+def _floating(feats: np.ndarray) -> np.ndarray:
+    return feats if feats.dtype in (np.float32, np.float64) else feats.astype(np.float32)
+
+
 def _pool_features(feats: np.ndarray, n: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    out = np.zeros((n, feats.shape[1]), dtype=np.float32)  # rows no trial uses stay zero
+    out = np.zeros((n, feats.shape[1]), dtype=feats.dtype)  # rows no trial uses stay zero
     out[idx] = feats[rows]
     return out
 
 
 def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    protocol_options: Mapping[str, Any] | None = None, dataset: str | None = None,
-                   root: str | os.PathLike | None = None, metric: str | None = "euclidean",
+                   root: str | os.PathLike | None = None, metric: str | None = None,
                    dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
-    """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol)."""
+    """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol).
+
+    ``metric`` is the default of the protocol's ``distance`` option (a built Protocol keeps its own).
+    """
     path = Path(features_path)
-    proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, **dict(protocol_options or {}))
+    if isinstance(protocol, Protocol):
+        if protocol_options or (metric is not None and metric != protocol.distance):
+            raise UserError(f"protocol {protocol.name!r} is already built; set its options (distance "
+                            f"{protocol.distance!r}) when building it, or pass its name")
+        proto = protocol
+    else:
+        proto = get_protocol(protocol, **with_distance(dict(protocol_options or {}), metric))
     data = load_features(path)
-    feats = data["features"].astype(np.float32, copy=False)
+    feats = _floating(data["features"])  # float64 files keep their precision
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
-        return evaluate_protocol(proto, catalog, feats, feats, metric)
+        return evaluate_protocol(proto, catalog, feats, feats)
     catalog = load_dataset(dataset, root, **dict(dataset_options or {}))
     trials = proto.trials(catalog)
     used = {"query": np.unique(np.concatenate([t.query for t in trials])),
@@ -131,4 +153,24 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     rows = _rows_for(path, catalog, data["paths"], used)
     qf = _pool_features(feats, len(catalog.query), used["query"], rows["query"])
     gf = _pool_features(feats, len(catalog.gallery), used["gallery"], rows["gallery"])
-    return evaluate_protocol(proto, catalog, qf, gf, metric)
+    return evaluate_protocol(proto, catalog, qf, gf)
+
+
+def score_arrays(features, ids, cameras, modalities, protocol: str = "synthetic",
+                 protocol_options: Mapping[str, Any] | None = None, metric: str | None = None,
+                 frames=None, sequences=None, paths=None) -> ProtocolResult:
+    """Score in-memory features (one row per image; every row is in both the query and the
+    gallery pool, the protocol picks each side by modality) under ``protocol``. ``paths``
+    default to the row numbers; ``frames``/``sequences`` feed exclusion rules that use them."""
+    n = len(features)
+    data = {"features": np.asarray(features), "ids": np.asarray(ids), "cameras": np.asarray(cameras),
+            "modalities": np.asarray([str(m) for m in modalities]),
+            "paths": np.asarray(paths if paths is not None else [str(i) for i in range(n)], dtype=str)}
+    for key, values in (("frames", frames), ("sequences", sequences)):
+        if values is not None:
+            data[key] = np.asarray([("" if v is None else str(v)) for v in values])
+    check_arrays(data, "arrays")
+    catalog = catalog_from_arrays(Path("arrays"), data)
+    proto = get_protocol(protocol, **with_distance(dict(protocol_options or {}), metric))
+    feats = _floating(data["features"])
+    return evaluate_protocol(proto, catalog, feats, feats)

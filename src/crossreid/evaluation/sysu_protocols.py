@@ -34,13 +34,14 @@ class _SysuProtocol(DatasetProtocol):
     """Shared query set, camera lists and rules; subclasses draw the gallery of trial ``t``."""
 
     direction = "ir->rgb"
+    directions = ((Modality.IR, Modality.RGB),)
     num_trials = TRIALS
     exclusion = SYSU_LOCATION
 
-    def __init__(self, mode: str, distance: str):
+    def __init__(self, mode: str, query: str | None, gallery: str | None, distance: str, precision: str):
         self.mode = option_in(mode, tuple(MODES), self.name, "mode")
         self.gallery_cams = MODES[self.mode]
-        self.set_common(distance, "identity")
+        self.set_common(query, gallery, distance, precision, "identity")
 
     @abstractmethod
     def draw(self, catalog: Catalog, gallery: np.ndarray, trial: int) -> np.ndarray:
@@ -65,8 +66,9 @@ class SysuOfficial(_SysuProtocol):
 
     name = "sysu_mm01"
 
-    def __init__(self, mode: str = "all", shots: int = 1, perm_file: str | None = None, distance: str = "euclidean"):
-        super().__init__(mode, distance)
+    def __init__(self, mode: str = "all", shots: int = 1, perm_file: str | None = None, query: str | None = None,
+                 gallery: str | None = None, distance: str = "euclidean", precision: str = "float64"):
+        super().__init__(mode, query, gallery, distance, precision)
         self.shots = option_in(int_option(shots, self.name, "shots", 1), (1, 10), self.name, "shots")
         self.perm_file = None if perm_file is None else Path(perm_file)
         self._perms: dict[Path, dict] = {}
@@ -112,8 +114,9 @@ class SysuAGW(_SysuProtocol):
     name = "sysu_mm01_agw"
     shots = 1
 
-    def __init__(self, mode: str = "all", distance: str = "euclidean"):
-        super().__init__(mode, distance)
+    def __init__(self, mode: str = "all", query: str | None = None, gallery: str | None = None,
+                 distance: str = "euclidean", precision: str = "float64"):
+        super().__init__(mode, query, gallery, distance, precision)
         self.sampling = "python random.seed(t), t=0..9; one random.choice per (id, cam), AGW call order"
 
     def draw(self, catalog: Catalog, gallery: np.ndarray, trial: int) -> np.ndarray:

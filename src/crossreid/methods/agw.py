@@ -33,7 +33,7 @@ from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
-from crossreid.models import HeadOutput, NonLocalBlock, ResNet
+from crossreid.models import ResNet
 
 NONLOCAL_LAST = {"layer2": 2, "layer3": 3}  # how many of each layer's last blocks get a non-local block
 
@@ -57,14 +57,6 @@ def nonlocal_positions(trunk: ResNet) -> dict[str, list[int]]:
     return out
 
 
-def add_nonlocal(trunk: ResNet, positions: dict[str, list[int]], inter: int | None) -> None:
-    """Insert identity-initialised non-local blocks after the given blocks of ``trunk``."""
-    for stage, indices in positions.items():
-        layer = getattr(trunk, stage)
-        for i in indices:
-            trunk.nonlocal_blocks[f"{stage}_{i}"] = NonLocalBlock(layer[i].last_bn().num_features, inter)
-
-
 @register_method
 class AGW(RoutedMethod):
     name = "agw"
@@ -77,9 +69,9 @@ class AGW(RoutedMethod):
         net = build_net(cfg, num_classes)
         trunk = net.backbone
         if self.options.non_local:
-            add_nonlocal(trunk, nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
+            trunk.add_nonlocal(nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
         stems = nn.ModuleDict({m.value: trunk.make_stem() for m in modalities})
-        trunk.conv1 = trunk.bn1 = None  # the trunk's own stem lives on in the per-modality copies
+        trunk.keep_stages("layer1")  # the trunk's own stem lives on in the per-modality copies
         self.backbone = nn.ModuleDict({"stems": stems, "shared": trunk})
         self.pool, self.head = net.pool, net.head
         self.wrt = WeightedRegularizedTriplet()
@@ -94,15 +86,10 @@ class AGW(RoutedMethod):
         return self.baseline_losses(self.forward_batch(batch), batch.labels)
 
     def baseline_losses(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their sum."""
-        loss_cfg = self.cfg.loss
-        if self.options.triplet == "batch_hard":
-            return reid_losses(out, labels, loss_cfg)
-        losses = reid_losses(out, labels, loss_cfg.model_copy(update={"triplet_weight": 0.0}))
-        if loss_cfg.triplet_weight > 0:
-            losses["wrt"] = self.wrt(out.features.float(), labels)
-            losses["loss"] = losses["loss"] + loss_cfg.triplet_weight * losses["wrt"]
-        return losses
+        """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their
+        weighted sum. Methods that extend AGW add their terms to these."""
+        metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)
+        return reid_losses(out, labels, self.cfg.loss, metric_loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         out = self.forward_images(images, modality)

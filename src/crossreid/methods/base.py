@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -13,12 +12,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from crossreid.errors import UserError
+from crossreid.errors import UserError, explain_validation
 from crossreid.modality import Modality
+from crossreid.registry import Registry
 
 if TYPE_CHECKING:
     from crossreid.config import RunConfig
     from crossreid.data.pipeline import ImageStore
+    from crossreid.engine.cache import TensorCache
 
 
 def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseModel:
@@ -26,13 +27,7 @@ def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseMode
     try:
         return model(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(model.model_fields) or 'none'}"
-            raise UserError(f"method.options.{key}: unknown option for method {method!r}{hint}") from None
-        raise UserError(f"method.options.{key}: {err['msg']} (got {err.get('input')!r})") from None
+        raise explain_validation(exc, model, f"method {method!r}", prefix="method.options") from None
 
 
 @dataclass
@@ -83,8 +78,9 @@ class StageContext:
 
     store: "ImageStore"          # the training pool's decoded images
     device: torch.device
-    run_dir: Path
+    run_dir: Path                # for reference; methods store data through ``cache``, never write files
     resumed: bool                # True when the stage continues from a checkpoint mid-way
+    cache: "TensorCache | None" = None  # the run's tensor cache (get_or_compute(name, compute))
 
 
 class Method(nn.Module, abc.ABC):
@@ -145,19 +141,37 @@ class Method(nn.Module, abc.ABC):
         ``{"l2_normalised": True}``); recorded with every test result. Default: nothing."""
         return {}
 
+    def backbone_modules(self) -> list[nn.Module]:
+        """The trunks, trained at ``lr × optim.backbone_lr_scale``. Default: every submodule held
+        under the attribute name ``backbone`` (``self.backbone``, ``self.teacher.backbone``, ...);
+        override to declare others."""
+        return [m for name, m in self.named_modules() if name.rpartition(".")[2] == "backbone"]
+
     def param_groups(self, stage: Stage) -> list[dict]:
         """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
         optim = self.cfg.optim
         lr = stage.lr or optim.lr
         frozen = tuple(stage.frozen)
+        trunk = {id(p) for m in self.backbone_modules() for p in m.parameters()}
         backbone, head = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad or (frozen and name.startswith(frozen)):
                 continue
-            (backbone if ".backbone." in f".{name}" else head).append(p)
+            (backbone if id(p) in trunk else head).append(p)
         groups = [{"params": backbone, "lr": lr * optim.backbone_lr_scale, "name": "backbone"},
                   {"params": head, "lr": lr, "name": "head"}]
         return [g for g in groups if g["params"]]
+
+
+def parameters_from(module: nn.Module, first: str, prefix: str = "") -> list[str]:
+    """Names (with ``prefix``) of ``module``'s parameters from ``first`` on, in registration order:
+    the one way to freeze "from a parameter name" (``Stage(frozen=...)`` takes these as prefixes).
+    ``first`` may name a parameter or a module (its first parameter)."""
+    names = [n for n, _ in module.named_parameters()]
+    start = next((i for i, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
+    if start is None:
+        raise UserError(f"no parameter {first!r} in {type(module).__name__} (e.g. {names[len(names) // 2]!r})")
+    return [prefix + n for n in names[start:]]
 
 
 def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
@@ -170,45 +184,28 @@ def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
     return build_model(**{**kwargs, **overrides})
 
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    if cls.name in _METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def _ensure_builtin() -> None:
-    import crossreid.methods.cross_modal_distillation  # noqa: F401
-    import crossreid.methods.one_stream  # noqa: F401
-    import crossreid.methods.two_stream  # noqa: F401
-    import crossreid.methods.zero_padding  # noqa: F401
-    import crossreid.methods.agw  # noqa: F401
-    import crossreid.methods.smmd  # noqa: F401
-    import crossreid.methods.wan_fusion  # noqa: F401
-    import crossreid.methods.idkl  # noqa: F401
+    """Class decorator; built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
+    return METHODS.decorator(cls.name)(cls)
 
 
 def method_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
-    _ensure_builtin()
-    name = cfg.method.name
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, list(_METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_METHODS))}"
-        raise UserError(f"unknown method {name!r}{hint}")
-    return _METHODS[name](cfg, num_classes, modalities)
+    return METHODS.get(cfg.method.name)(cfg, num_classes, modalities)
 
 
 
-def reid_losses(out, labels: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
-    """Identity cross-entropy on the logits plus batch-hard triplet on the features."""
+def reid_losses(out, labels: torch.Tensor, loss_cfg, metric_loss: tuple[str, nn.Module] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Identity cross-entropy on the logits plus a metric loss on the features, weighted by
+    ``loss.id_weight`` and ``loss.triplet_weight``: the one place the re-ID loss weights apply.
+    ``metric_loss`` = (key, loss module) replaces the batch-hard triplet (AGW: ``("wrt", WRT)``)."""
     from crossreid.losses import BatchHardTriplet, IdentityLoss
 
     losses: dict[str, torch.Tensor] = {}
@@ -217,7 +214,8 @@ def reid_losses(out, labels: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
         losses["id"] = IdentityLoss(loss_cfg.label_smoothing)(out.logits.float(), labels)
         total = total + loss_cfg.id_weight * losses["id"]
     if loss_cfg.triplet_weight > 0:
-        losses["triplet"] = BatchHardTriplet(loss_cfg.triplet_margin)(out.features.float(), labels)
-        total = total + loss_cfg.triplet_weight * losses["triplet"]
+        key, loss = metric_loss or ("triplet", BatchHardTriplet(loss_cfg.triplet_margin))
+        losses[key] = loss(out.features.float(), labels)
+        total = total + loss_cfg.triplet_weight * losses[key]
     losses["loss"] = total
     return losses

@@ -20,13 +20,12 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from crossreid.errors import UserError
-from crossreid.io import atomic_path
 from crossreid.losses import DistillationMSE
-from crossreid.methods.base import Batch, Method, Stage, StageContext, build_net, register_method, reid_losses
+from crossreid.methods.base import (Batch, Method, Stage, StageContext, build_net, parameters_from,
+                                   register_method, reid_losses)
 from crossreid.modality import Modality
 from crossreid.models import STAGES, GatedAttention
 
@@ -102,13 +101,11 @@ class CrossModalDistillation(Method):
                     if p.dim() == 4 and p.shape[0] == width)
 
     def _frozen_student_names(self) -> list[str]:
-        names = [n for n, _ in self.student.named_parameters()]
-        first = self._cut_point()
-        start = next((i for i, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
-        if start is None:
-            raise UserError(f"method.options.freeze_from: no parameter {first!r} in the student "
-                            f"(e.g. 'backbone.layer3.0.conv3', or 'auto')")
-        return [f"student.{n}" for n in names[start:]]
+        try:
+            return parameters_from(self.student, self._cut_point(), prefix="student.")
+        except UserError as exc:
+            raise UserError(f"method.options.freeze_from: {exc} (e.g. 'backbone.layer3.0.conv3', or 'auto')") \
+                from None
 
     # ---------------------------------------------------------------- stages
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
@@ -118,6 +115,9 @@ class CrossModalDistillation(Method):
         if not context.resumed and self.options.copy_weights:
             self.student.load_state_dict(self.teacher.state_dict())
         if self.options.targets == "offline":
+            if context.cache is None:
+                raise UserError("method.options.targets=offline needs the engine's run cache; train with "
+                                "crossreid train (or set method.options.targets=online)")
             self._cache_targets(context)
 
     def train(self, mode: bool = True) -> "CrossModalDistillation":
@@ -143,23 +143,20 @@ class CrossModalDistillation(Method):
 
     @torch.no_grad()
     def _cache_targets(self, context: StageContext) -> None:
-        """Teacher embeddings of every source training image (test-time view), cached on disk
-        under a key of the teacher's weights: a changed teacher gets a new cache."""
+        """Teacher embeddings of every source training image (test-time view), kept in the run's
+        cache under a key of the teacher's weights: a changed teacher gets a new entry."""
         from crossreid.retrieval.extract import extract_features
 
         rows = [i for i, s in enumerate(context.store.samples) if s.modality is self.source]
-        path = context.run_dir / "cache" / f"teacher-targets-{self._teacher_key()}.safetensors"
-        if path.is_file():
-            cached = load_file(str(path))
-            if cached["indices"].tolist() != rows:
-                raise UserError(f"{path}: teacher-target cache does not match the training pool; delete it")
-            targets = cached["targets"]
-        else:
-            targets = torch.from_numpy(extract_features(_TeacherEmbedder(self.teacher), context.store, rows,
-                                                        device=context.device))
-            with atomic_path(path) as tmp:
-                save_file({"indices": torch.tensor(rows), "targets": targets}, str(tmp))
-        self._cache, self._cache_rows = targets, {r: k for k, r in enumerate(rows)}
+        name = f"teacher-targets-{self._teacher_key()}"
+        cached = context.cache.get_or_compute(name, lambda: {
+            "indices": torch.tensor(rows),
+            "targets": torch.from_numpy(extract_features(_TeacherEmbedder(self.teacher), context.store, rows,
+                                                         device=context.device))})
+        if cached["indices"].tolist() != rows:
+            raise UserError(f"{context.cache.path(name)}: teacher-target cache does not match the training pool; "
+                            "delete it")
+        self._cache, self._cache_rows = cached["targets"], {r: k for k, r in enumerate(rows)}
 
     # -------------------------------------------------------------- training
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:

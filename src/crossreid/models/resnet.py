@@ -130,6 +130,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], stride=last_stride)
         self.out_channels = 512 * block.expansion
         self._init_weights(zero_init_residual)
+        self.kept: tuple[str, ...] = STAGES
         self.nonlocal_blocks = self._make_nonlocal(nonlocal_after or {}, nonlocal_inter)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
@@ -157,7 +158,13 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.last_bn().weight)
 
     def _make_nonlocal(self, after: Mapping[str, Sequence[int]], inter: int | None) -> nn.ModuleDict:
-        blocks = nn.ModuleDict()
+        self.nonlocal_blocks = nn.ModuleDict()
+        self.add_nonlocal(after, inter)
+        return self.nonlocal_blocks
+
+    def add_nonlocal(self, after: Mapping[str, Sequence[int]], inter: int | None = None) -> None:
+        """Insert non-local blocks (identity at initialisation) after the given block indices,
+        e.g. ``{"layer2": [2, 3]}``; the one way to add them, at construction or later."""
         for stage, indices in after.items():
             if stage not in STAGES[1:]:
                 raise UserError(f"non-local blocks go in layer1..layer4, not {stage!r}; fix the model config")
@@ -165,19 +172,35 @@ class ResNet(nn.Module):
             for i in indices:
                 if not 0 <= i < len(layer):
                     raise UserError(f"{stage} has blocks 0..{len(layer) - 1}; non-local index {i} is out of range")
-                channels = layer[i].last_bn().num_features
-                blocks[f"{stage}_{i}"] = NonLocalBlock(channels, inter)
-        return blocks
+                self.nonlocal_blocks[f"{stage}_{i}"] = NonLocalBlock(layer[i].last_bn().num_features, inter)
+
+    def keep_stages(self, start: str = "stem", end: str = "layer4") -> "ResNet":
+        """Keep stages ``start`` .. ``end`` only (in place; returns the trunk): the others' modules
+        and non-local blocks are dropped, so their weights leave ``state_dict`` and the optimiser,
+        and ``forward`` runs the kept range. E.g. ``keep_stages("layer1")`` for a trunk whose stem
+        lives elsewhere (AGW), ``copy.deepcopy(t).keep_stages("layer3")`` for a layer3-4 branch."""
+        first, last = stage_index(start), stage_index(end)
+        for name in STAGES:
+            if first <= stage_index(name) <= last:
+                continue
+            if name == "stem":
+                self.conv1 = self.bn1 = None
+            else:
+                setattr(self, name, None)
+                for key in [k for k in self.nonlocal_blocks if k.startswith(f"{name}_")]:
+                    del self.nonlocal_blocks[key]
+        self.kept = STAGES[first:last + 1]
+        return self
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Run one stage of ``STAGES`` (with its non-local blocks, if any)."""
+        if name not in self.kept:
+            raise ValueError(f"stage {name!r} is not in this trunk (it keeps {', '.join(self.kept)})")
         if name == "stem":
             return self.forward_stem(x)
-        if name not in STAGES:
-            raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
         for i, blk in enumerate(getattr(self, name)):
             x = blk(x)
             key = f"{name}_{i}"
@@ -185,9 +208,10 @@ class ResNet(nn.Module):
                 x = self.nonlocal_blocks[key](x)
         return x
 
-    def forward_stages(self, x: torch.Tensor, start: str = "stem", end: str = "layer4") -> torch.Tensor:
-        """Run stages ``start`` .. ``end`` inclusive, e.g. ``("layer3", "layer4")`` after a gate."""
-        for name in STAGES[stage_index(start): stage_index(end) + 1]:
+    def forward_stages(self, x: torch.Tensor, start: str | None = None, end: str | None = None) -> torch.Tensor:
+        """Run stages ``start`` .. ``end`` inclusive (default: the kept ones), e.g.
+        ``("layer3", "layer4")`` after a gate."""
+        for name in STAGES[stage_index(start or self.kept[0]): stage_index(end or self.kept[-1]) + 1]:
             x = self.forward_stage(name, x)
         return x
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise UserError(f"{path}: not a readable safetensors file ({exc}); re-download or re-export it") from None
     elif suffix in TORCH_SUFFIXES:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's own pickle-protocol warning: our error says it in one line
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # weights_only refusals and corrupt files have many types
             raise UserError(f"{path}: not a plain tensor checkpoint ({type(exc).__name__}; pickled objects "
                             "are refused for safety); save model.state_dict() or convert to .safetensors") from None

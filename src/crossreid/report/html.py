@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from crossreid import __version__
+from crossreid.version import __version__
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.distance import pairwise_distance
 from crossreid.evaluation.protocols import get_protocol, sample_columns
-from crossreid.evaluation.runner import DEFAULT_PROTOCOL, direction_options, parse_direction
+from crossreid.evaluation.results import ProtocolResult
+from crossreid.modality import parse_direction
 from crossreid.io import write_text
 from crossreid.report.plots import cmc_plot, ranked_strip
 
@@ -28,19 +29,19 @@ def _img(data: bytes, alt: str, height: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def ranked_examples(catalog: Catalog, direction: str, features: tuple[np.ndarray, np.ndarray],
-                    metric: str, queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
-    """First trial of the dataset's protocol: a few evenly spaced queries and their top-k
-    gallery items after the protocol's exclusion rule (stable order), marked correct or not."""
-    q_mod, g_mod = parse_direction(direction)
-    name = DEFAULT_PROTOCOL.get(catalog.name, "synthetic")
-    trial = get_protocol(name, **direction_options(name, q_mod, g_mod)).trials(catalog)[0]
+def ranked_examples(catalog: Catalog, result: ProtocolResult, features: tuple[np.ndarray, np.ndarray],
+                    queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
+    """First trial of the protocol ``result`` was scored with: a few evenly spaced queries and
+    their top-k gallery items after its exclusion rule (stable order), marked correct or not."""
+    protocol = get_protocol(result.protocol["name"], **result.options)
+    trial = protocol.trials(catalog)[0]
     picks = trial.query[np.linspace(0, len(trial.query) - 1, min(queries, len(trial.query))).astype(int)]
     q_cols = sample_columns([catalog.query[i] for i in picks])
     g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
     qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
     removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(picks)))
-    dist = np.asarray(pairwise_distance(features[0][picks], features[1][trial.gallery], metric), dtype=np.float64)
+    dist = np.asarray(pairwise_distance(features[0][picks], features[1][trial.gallery], protocol.distance,
+                                        precision=protocol.precision), dtype=np.float64)
     if removed is not None:
         dist[removed] = np.inf
     out = []
@@ -50,9 +51,29 @@ def ranked_examples(catalog: Catalog, direction: str, features: tuple[np.ndarray
     return out
 
 
+def protocol_notes(results: dict) -> list[str]:
+    """One sentence per distinct protocol set-up in ``results``, read from what each result recorded."""
+    seen: dict[tuple, list[str]] = {}
+    for by_dir in results.values():
+        for direction, res in by_dir.items():
+            p = res.protocol
+            key = (p.get("name"), p.get("cmc"), tuple(p.get("exclusion") or ()), res.distance,
+                   p.get("precision", "float32"), p.get("trials"), str(p.get("shots")))
+            seen.setdefault(key, [])
+            if direction not in seen[key]:
+                seen[key].append(direction)
+    out = []
+    for (name, cmc, exclusion, distance, precision, trials, shots), directions in seen.items():
+        removed = "; ".join(exclusion) or "nothing"
+        out.append(f"Protocol {name} ({', '.join(directions)}): {cmc}-level CMC in percent, mAP and mINP over "
+                   f"valid queries; gallery items removed per query: {removed}; {distance} distance in "
+                   f"{precision}; {trials} trial(s), gallery shots: {shots}.")
+    return out
+
+
 def write_report(path: Path, results: dict, catalog: Catalog, query_store: ImageStore,
                  gallery_store: ImageStore, title: str, features: dict | None = None,
-                 metric: str = "euclidean", notes: list[str] | None = None) -> None:
+                 notes: list[str] | None = None) -> None:
     """``results``: {method: {direction: ProtocolResult}}; ``features``: {method: (query, gallery)}."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -72,8 +93,9 @@ def write_report(path: Path, results: dict, catalog: Catalog, query_store: Image
                             + "</td>" for k in ("rank1", "rank5", "rank10", "rank20", "map", "minp"))
             parts.append(f"<tr><td>{html.escape(method)}</td><td>{html.escape(direction)}</td>{cells}"
                          f"<td>{len(res.trials)}</td></tr>")
-    parts.append("</table><p>Protocol: query and gallery come from different cameras; ranks are "
-                 "image-level CMC in percent; mAP and mINP over valid queries.</p><h2>CMC curves</h2>")
+    parts.append("</table>")
+    parts += [f"<p>{html.escape(note)}</p>" for note in protocol_notes(results)]
+    parts.append("<h2>CMC curves</h2>")
     for method, by_dir in results.items():
         curves = {d: r.cmc for d, r in by_dir.items()}
         if curves:
@@ -82,11 +104,11 @@ def write_report(path: Path, results: dict, catalog: Catalog, query_store: Image
         parts.append("<h2>Ranked lists</h2><p>Query (blue frame), then the top gallery images: "
                      "green = same person, red = another person.</p>")
         for method, by_dir in results.items():
-            for direction in by_dir:
+            for direction, res in by_dir.items():
                 if len(set(parse_direction(direction))) == 1:
                     continue  # ranked lists for the cross-modal directions only
                 parts.append(f"<h3>{html.escape(method)} · {html.escape(direction)}</h3>")
-                for q, ranked in ranked_examples(catalog, direction, features[method], metric):
+                for q, ranked in ranked_examples(catalog, res, features[method]):
                     strip = ranked_strip(query_store, q, gallery_store, ranked)
                     parts.append(_img(strip, f"ranked list of query {q}", height=96) + "<br>")
     parts.append("</body></html>\n")

@@ -3,6 +3,9 @@
 ``check_dataset(name, root, **options)`` runs the registered loader (with its own
 missing-file check switched off, so every missing file is listed), then checks each
 referenced file exists and, unless ``decode=False``, decodes it for its modality.
+A real dataset (SYSU-MM01, RegDB, LLCM with its official split files) is also compared
+with its published size per pool, modality and camera (``published.py``), so a tree with
+person folders missing fails; a user-built dataset keeps the checks above.
 ``report.ok`` is False on any problem; ``crossreid check`` prints ``report.lines()``.
 """
 
@@ -16,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from crossreid.data.datasets.published import size_problems
 from crossreid.data.images import decode
 from crossreid.data.registry import get_entry, resolve_root
 from crossreid.data.samples import Catalog
@@ -123,6 +127,7 @@ def check_dataset(name: str, root: str | Path | None = None, decode_images: bool
             report.counts[key] = report.counts.get(key, 0) + 1
         report.ids[pool] = len({s.pid for s in samples})
     report.problems.extend(_structure_problems(catalog))
+    report.problems.extend(size_problems(name, catalog, report.options))
 
     files: dict[Path, Modality] = {}
     for pool in POOLS:

@@ -88,7 +88,8 @@ def read_test_folders(root: Path, word: str, test_ids: list[int]) -> list[Sample
 
 
 @register_dataset("llcm", folder="LLCM",
-                  description="LLCM: 1,064 ids, 9 cameras, low-light visible and near-IR (both directions)")
+                  description="LLCM: 1,064 ids, 9 cameras, low-light visible and near-IR (both directions)",
+                  protocol="llcm")
 def load_llcm(root: Path, idx_dir: str | Path | None = None, test_source: str = "auto", val_ids: int = 0,
               seed: int = 0, check_files: bool = True) -> Catalog:
     """Read the tree under ``root``; ``idx_dir`` overrides ``root/idx``."""

@@ -62,6 +62,7 @@ def read_manifest(csv_path: Path, root: Path, name: str, check_files: bool = Tru
     return catalog
 
 
-@register_dataset("generic", folder="generic", description="any data described by a CSV manifest (bring your own)")
+@register_dataset("generic", folder="generic", protocol="synthetic",
+                  description="any data described by a CSV manifest (bring your own)")
 def load_generic(root: Path, manifest: str = "manifest.csv", check_files: bool = True) -> Catalog:
     return read_manifest(root / manifest, root, name="generic", check_files=check_files)

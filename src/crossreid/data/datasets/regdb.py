@@ -53,7 +53,8 @@ def read_list(path: Path, root: Path, folder: str) -> list[Sample]:
 
 
 @register_dataset("regdb", folder="RegDB",
-                  description="RegDB: 412 ids, visible and thermal pairs, 10 trials (both directions)")
+                  description="RegDB: 412 ids, visible and thermal pairs, 10 trials (both directions)",
+                  protocol="regdb")
 def load_regdb(root: Path, trial: int = 1, idx_dir: str | Path | None = None, val_ids: int = 0,
                seed: int = 0, check_files: bool = True) -> Catalog:
     """Read trial ``trial`` (1-10); ``idx_dir`` overrides ``root/idx``."""

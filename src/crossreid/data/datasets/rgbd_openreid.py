@@ -111,7 +111,7 @@ def _register(name: str, folder: str, description: str) -> None:
     loader.__name__ = f"load_{name}"
     loader.__doc__ = (f"{description}. Options: split (0-4), hold_out_val, meta_dir, check_files; "
                       "see the module docstring.")
-    register_dataset(name, folder=folder, description=description)(loader)
+    register_dataset(name, folder=folder, description=description, protocol="rgbd")(loader)
 
 
 _register("biwi", "BIWI", "BIWI RGBD-ID prepared as open-reid crops (Hafner et al.): 78 slots, RGB and depth")

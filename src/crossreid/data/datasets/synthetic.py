@@ -31,7 +31,8 @@ def read_meta(root: Path) -> dict:
 
 
 @register_dataset("synthetic", folder="synthetic",
-                  description="procedural RGB/depth/infrared persons (`crossreid synth`), the default")
+                  description="procedural RGB/depth/infrared persons (`crossreid synth`), the default",
+                  protocol="synthetic")
 def load_synthetic(root: Path, check_files: bool = True) -> Catalog:
     read_meta(root)
     return read_manifest(root / "manifest.csv", root, name="synthetic", check_files=check_files)

@@ -67,7 +67,8 @@ def _scan_folder(folder: Path, cam: int, pid: int) -> list[Sample]:
 
 
 @register_dataset("sysu_mm01", folder="SYSU-MM01",
-                  description="SYSU-MM01: 491 ids, 4 RGB + 2 near-IR cameras (query IR, gallery RGB)")
+                  description="SYSU-MM01: 491 ids, 4 RGB + 2 near-IR cameras (query IR, gallery RGB)",
+                  protocol="sysu_mm01", val_protocol="sysu_mm01_agw")
 def load_sysu_mm01(root: Path, exp_dir: str | Path | None = None, hold_out_val: bool = False) -> Catalog:
     """Read the tree under ``root``; ``exp_dir`` overrides where the split files are read from."""
     root = Path(root)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from crossreid.data.synth.params import GENERATOR_VERSION, SynthParams, camera_modalities, identity_splits
 from crossreid.data.synth.render import Renderer
 from crossreid.io import atomic_dir, write_json
+from crossreid.io import cache_dir as user_cache_dir
 
 FORMAT = "crossreid-synthetic"
 COLUMNS = ("path", "person", "camera", "modality", "split", "frame", "sequence")
@@ -76,7 +77,7 @@ def generate(out: str | os.PathLike, params: SynthParams, overwrite: bool = Fals
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CROSSREID_CACHE", Path.home() / ".cache" / "crossreid")) / "synthetic"
+    return user_cache_dir("synthetic")
 
 
 def cached_dataset(params: SynthParams, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:

@@ -1,0 +1,57 @@
+"""Run a method over a catalog's test (or validation) pools and score retrieval directions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from crossreid.data.pipeline import ImageStore
+from crossreid.data.registry import dataset_protocol
+from crossreid.data.samples import Catalog
+from crossreid.evaluation.protocols import evaluate_protocol, protocol_for
+from crossreid.modality import parse_direction
+from crossreid.retrieval.extract import extract_features
+
+
+def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
+                  batch_size: int = 128, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the query and gallery pools (extracted once if they are the same list).
+
+    Rows of modalities the method cannot embed are NaN; protocols never select them,
+    and the metrics reject NaN in what they are given.
+    """
+    def features(store: ImageStore) -> np.ndarray:
+        rows = [i for i, s in enumerate(store.samples) if s.modality in method.embeddable]
+        feats = extract_features(method, store, rows, batch_size, device, progress)
+        out = np.full((len(store), feats.shape[1]), np.nan, dtype=np.float32)
+        out[rows] = feats
+        return out
+
+    qf = features(query_store)
+    if gallery_store is query_store or catalog.gallery is catalog.query:
+        return qf, qf
+    return qf, features(gallery_store)
+
+
+def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
+                        directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
+                        batch_size: int = 128, device="cpu", progress: bool = False,
+                        features: tuple[np.ndarray, np.ndarray] | None = None,
+                        protocol_options: dict | None = None, validation: bool = False) -> dict:
+    """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
+
+    ``protocol`` defaults to the one the dataset registered (``validation``: the one for its
+    held-out val ids); every direction is given to it as ``query``/``gallery``, and a direction
+    it does not support is an error. ``metric`` is the default of the protocol's ``distance``
+    option; ``protocol_options`` are its other options.
+    """
+    name = protocol or dataset_protocol(catalog.name, validation)
+    available = set(catalog.modalities) & set(method.embeddable)
+    wanted = [(d, *parse_direction(d)) for d in directions]
+    wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
+    if not wanted:
+        return {}
+    protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
+    qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
+    return {d: evaluate_protocol(p, catalog, qf, gf) for d, p in protocols.items()}

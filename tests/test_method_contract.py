@@ -1,0 +1,78 @@
+"""The narrow method contract: trunk stages kept or cut, one way to add non-local blocks,
+explicit backbone parameters, freezing from a parameter name, the engine's tensor cache."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from crossreid.config import load_config
+from crossreid.engine.cache import TensorCache
+from crossreid.errors import UserError
+from crossreid.methods import build_method
+from crossreid.methods.base import parameters_from
+from crossreid.modality import Modality
+from crossreid.models.resnet import resnet18
+
+
+def test_keep_stages_cuts_weights_and_forward():
+    trunk = resnet18().eval()
+    x = torch.randn(2, 3, 64, 32)
+    mid = trunk.forward_stages(x, "stem", "layer2")
+    full = trunk(x)
+    branch = copy.deepcopy(trunk).keep_stages("layer3", "layer4")
+    assert not any(k.startswith(("conv1", "bn1", "layer1", "layer2")) for k in branch.state_dict())
+    assert torch.allclose(branch(mid), full, atol=1e-5)  # forward runs the kept range
+    with pytest.raises(ValueError, match="not in this trunk"):
+        branch.forward_stages(x, "stem", "layer1")
+
+
+def test_one_way_to_add_nonlocal_blocks():
+    a = resnet18(nonlocal_after={"layer2": [1]})
+    b = resnet18()
+    b.add_nonlocal({"layer2": [1]})
+    assert list(a.nonlocal_blocks) == list(b.nonlocal_blocks) == ["layer2_1"]
+    assert a.state_dict().keys() == b.state_dict().keys()
+    with pytest.raises(UserError, match="out of range"):
+        b.add_nonlocal({"layer2": [7]})
+    b.keep_stages("layer3")
+    assert not b.nonlocal_blocks  # cut with its stage
+
+
+def test_backbone_parameters_are_declared_and_default_to_self_backbone():
+    cfg = load_config(None, ["model.arch=resnet18", "method.name=agw", "data.modalities=[rgb,ir]"])
+    method = build_method(cfg, 4, [Modality.RGB, Modality.IR])
+    trunk_ids = {id(p) for m in method.backbone_modules() for p in m.parameters()}
+    assert trunk_ids == {id(p) for p in method.backbone.parameters()}
+    groups = {g["name"]: g for g in method.param_groups(method.stages()[0])}
+    assert {id(p) for p in groups["backbone"]["params"]} == trunk_ids
+    assert groups["backbone"]["lr"] == cfg.optim.lr * cfg.optim.backbone_lr_scale
+
+    class Declared(type(method)):
+        def backbone_modules(self):
+            return [self.backbone["stems"]]  # only the stems count as trunk here
+    declared = Declared(cfg, 4, [Modality.RGB, Modality.IR])
+    groups = {g["name"]: g for g in declared.param_groups(declared.stages()[0])}
+    assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in declared.backbone["stems"].parameters()}
+
+
+def test_parameters_from_a_name():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 1))
+    assert parameters_from(net, "1", prefix="net.") == ["net.1.weight", "net.1.bias", "net.2.weight", "net.2.bias"]
+    assert parameters_from(net, "2.bias") == ["2.bias"]
+    with pytest.raises(UserError, match="no parameter '9'"):
+        parameters_from(net, "9")
+
+
+def test_tensor_cache_computes_once(tmp_path):
+    cache, calls = TensorCache(tmp_path / "cache"), []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.arange(3)}
+    assert cache.get_or_compute("a", compute)["x"].tolist() == [0, 1, 2]
+    assert cache.get_or_compute("a", compute)["x"].tolist() == [0, 1, 2] and len(calls) == 1
+    cache.path("a").write_bytes(b"broken")
+    with pytest.raises(UserError, match="delete it to recompute"):
+        cache.get_or_compute("a", compute)
