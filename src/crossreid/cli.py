@@ -130,15 +130,18 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the results.")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
-                 json_out: str | None, quiet: bool) -> None:
+                 json_out: str | None, quiet: bool, rerank: bool = False, rerank_options: tuple[str, ...] = ()) -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
     from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
     results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
-                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet)
+                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
+                           rerank=_rerank_from(rerank, rerank_options))
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():
@@ -172,13 +175,17 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
               help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the result.")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], dataset: str | None,
-              root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None) -> None:
+              root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None,
+              rerank: bool = False, rerank_options: tuple[str, ...] = ()) -> None:
     """Score a features file (.npz with paths and features) under a named protocol."""
     from crossreid.evaluation.score import score_features
 
     result = score_features(features, protocol, _parse_options(protocol_options, "--option"), dataset=dataset,
-                            root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"))
+                            root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"),
+                            rerank=_rerank_from(rerank, rerank_options))
     click.echo(result.format_table())
     if json_out:
         result.save(json_out)

@@ -53,7 +53,7 @@ def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: 
 
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
-                 data_options: dict | None = None, progress: bool = True) -> dict:
+                 data_options: dict | None = None, progress: bool = True, rerank=None) -> dict:
     """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
@@ -66,7 +66,8 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     if "{t}" in str(run):
         from crossreid.evaluation.regdb_protocols import combine_trials, find_trial_runs
 
-        per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress)
+        per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
+                                  rerank)
                      for r in find_trial_runs(str(run))]
         return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
     cfg, method = load_run(run)
@@ -77,4 +78,4 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
     return evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
-                               batch_size=cfg.eval.batch_size, progress=progress)
+                               batch_size=cfg.eval.batch_size, progress=progress, rerank=rerank)

@@ -169,8 +169,9 @@ def sample_columns(samples: list) -> dict[str, Any]:
 
 
 def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gallery_features,
-                      metric: str | None = None, chunk_size: int | None = None) -> ProtocolResult:
-    """Run every trial; features cover the whole ``catalog.query`` / ``catalog.gallery`` pools."""
+                      metric: str | None = None, chunk_size: int | None = None, rerank=None) -> ProtocolResult:
+    """Run every trial; features cover the whole ``catalog.query`` / ``catalog.gallery`` pools.
+    ``rerank`` (a :class:`crossreid.evaluation.rerank.Rerank`) re-ranks each trial's distances."""
     metric = check_metric(metric or protocol.distance)
     for pool, feats in (("query", query_features), ("gallery", gallery_features)):
         if len(feats) != len(catalog.pool(pool)):
@@ -183,10 +184,13 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
                                 "embed every modality this protocol uses")
         q = sample_columns([catalog.query[i] for i in trial.query])
         g = sample_columns([catalog.gallery[i] for i in trial.gallery])
+        reranked = {} if rerank is None else {"distances": rerank(query_features[trial.query],
+                                                                  gallery_features[trial.gallery], metric)}
         per_trial.append(compute_metrics(
-            q["pid"], g["pid"], q["cam"], g["cam"],
-            query_features=query_features[trial.query], gallery_features=gallery_features[trial.gallery],
+            q["pid"], g["pid"], q["cam"], g["cam"], **reranked,
+            query_features=None if rerank else query_features[trial.query],
+            gallery_features=None if rerank else gallery_features[trial.gallery],
             metric=metric, exclusion=trial.exclusion, query_keys=q, gallery_keys=g,
             cmc=trial.cmc, chunk_size=chunk_size))
     return ProtocolResult({**protocol.describe(), "distance": metric}, metric, protocol.aggregate(per_trial),
-                          dataset=catalog.name)
+                          dataset=catalog.name, rerank=rerank.describe() if rerank else None)

@@ -24,6 +24,7 @@ class ProtocolResult:
     distance: str
     trials: list[Metrics] = field(default_factory=list)
     dataset: str | None = None
+    rerank: dict | None = None  # re-ranking settings, None when off
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -52,6 +53,7 @@ class ProtocolResult:
             "dataset": self.dataset,
             "protocol": self.protocol,
             "distance": self.distance,
+            "rerank": self.rerank or "none",
             "mean": self.mean(),
             "std": self.std(),
             "cmc": self.cmc.tolist(),

@@ -66,7 +66,7 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
                         directions: Sequence[str], metric: str = "euclidean", protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
-                        protocol_options: dict | None = None) -> dict:
+                        protocol_options: dict | None = None, rerank=None) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
 
     ``protocol`` defaults to the dataset's own (``DEFAULT_PROTOCOL``); ``protocol_options``
@@ -83,4 +83,4 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     protocols = {d: get_protocol(name, **direction_options(name, q, g), **(protocol_options or {}))
                  for d, q, g in wanted}
     qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
-    return {d: evaluate_protocol(p, catalog, qf, gf, metric) for d, p in protocols.items()}
+    return {d: evaluate_protocol(p, catalog, qf, gf, metric, rerank=rerank) for d, p in protocols.items()}

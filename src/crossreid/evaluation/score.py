@@ -115,7 +115,7 @@ def _pool_features(feats: np.ndarray, n: int, idx: np.ndarray, rows: np.ndarray)
 def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    protocol_options: Mapping[str, Any] | None = None, dataset: str | None = None,
                    root: str | os.PathLike | None = None, metric: str | None = "euclidean",
-                   dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
+                   dataset_options: Mapping[str, Any] | None = None, rerank=None) -> ProtocolResult:
     """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol)."""
     path = Path(features_path)
     proto = protocol if isinstance(protocol, Protocol) else get_protocol(protocol, **dict(protocol_options or {}))
@@ -123,7 +123,7 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     feats = data["features"].astype(np.float32, copy=False)
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
-        return evaluate_protocol(proto, catalog, feats, feats, metric)
+        return evaluate_protocol(proto, catalog, feats, feats, metric, rerank=rerank)
     catalog = load_dataset(dataset, root, **dict(dataset_options or {}))
     trials = proto.trials(catalog)
     used = {"query": np.unique(np.concatenate([t.query for t in trials])),
@@ -131,4 +131,4 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     rows = _rows_for(path, catalog, data["paths"], used)
     qf = _pool_features(feats, len(catalog.query), used["query"], rows["query"])
     gf = _pool_features(feats, len(catalog.gallery), used["gallery"], rows["gallery"])
-    return evaluate_protocol(proto, catalog, qf, gf, metric)
+    return evaluate_protocol(proto, catalog, qf, gf, metric, rerank=rerank)
