@@ -47,30 +47,33 @@ class ExactSearcher:
         rows_per_chunk = max(1, min(self.chunk_rows, CHUNK_ELEMENTS // q_batch))
         out_d = np.full((nq, k), np.inf, dtype=np.float32)
         out_i = np.full((nq, k), -1, dtype=np.int64)
+        term = self.gallery_term.numpy()
         for q0 in range(0, nq, q_batch):
             qb = q[q0:q0 + q_batch]
-            best_d, best_i = torch.full((len(qb), 0), np.inf), torch.empty((len(qb), 0), dtype=torch.int64)
+            best_d = np.empty((len(qb), 0), dtype=np.float32)
+            best_i = np.empty((len(qb), 0), dtype=np.int64)
             for s in range(0, n, rows_per_chunk):
                 g = torch.from_numpy(np.asarray(self.gallery[s:s + rows_per_chunk], dtype=np.float32))
-                dots = g @ qb.T                                           # chunk × batch
+                # The matrix product in torch (BLAS); the cheap element-wise rest in numpy, which
+                # spawns no threads (torch's thread pool stalls on small ops when cores are shared).
+                dots = (g @ qb.T).numpy().T                                # batch × chunk
                 if self.metric == "euclidean":
-                    score = self.gallery_term[s:s + len(g), None] - 2.0 * dots
+                    score = term[None, s:s + len(g)] - 2.0 * dots
                 else:
-                    score = -dots * self.gallery_term[s:s + len(g), None]
+                    score = -dots * term[None, s:s + len(g)]
                 if allowed is not None:
-                    score[torch.from_numpy(~allowed[s:s + len(g)])] = np.inf
+                    score[:, ~allowed[s:s + len(g)]] = np.inf
                 for g_codes, q_codes in exclusions:
-                    gc = torch.from_numpy(g_codes[s:s + len(g)])[:, None]
-                    qc = torch.from_numpy(q_codes[q0:q0 + len(qb)])[None, :]
-                    score.masked_fill_((gc == qc) & (gc >= 0), np.inf)
-                kk = min(k_eff, len(g))
-                d, i = torch.topk(score, kk, dim=0, largest=False)
-                best_d = torch.cat([best_d, d.T], dim=1)
-                best_i = torch.cat([best_i, i.T + s], dim=1)
+                    gc = g_codes[None, s:s + len(g)]
+                    score[(gc == q_codes[q0:q0 + len(qb), None]) & (gc >= 0)] = np.inf
+                part = np.argpartition(score, k_eff - 1, axis=1)[:, :k_eff] if len(g) > k_eff else \
+                    np.broadcast_to(np.arange(len(g)), (len(qb), len(g)))
+                best_d = np.concatenate([best_d, np.take_along_axis(score, part, 1)], axis=1)
+                best_i = np.concatenate([best_i, part + s], axis=1)
                 if best_d.shape[1] > k_eff:
-                    best_d, pos = torch.topk(best_d, k_eff, dim=1, largest=False)
-                    best_i = torch.gather(best_i, 1, pos)
-            d, i = best_d.numpy().astype(np.float64), best_i.numpy()
+                    keep = np.argpartition(best_d, k_eff - 1, axis=1)[:, :k_eff]
+                    best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
+            d, i = best_d.astype(np.float64), best_i
             if self.metric == "euclidean":
                 d = np.sqrt(np.maximum(d + qsq[q0:q0 + len(qb), None].numpy(), 0.0))
             else:
