@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from crossreid.errors import UserError
-from crossreid.evaluation.distance import GalleryDistance, pairwise_distance
+from crossreid.evaluation.distance import pairwise_distance
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,28 @@ def _all_features(query, gallery) -> torch.Tensor:
     return torch.cat([q, g])
 
 
+def _sq_distances(x: torch.Tensor, metric: str):
+    """A function from row chunks of ``x`` to their squared distances to every row of ``x``
+    (the squares of :class:`GalleryDistance`'s values, without the square root)."""
+    if metric == "cosine":
+        xn = torch.nn.functional.normalize(x, dim=1)
+        xt = xn.t().contiguous()
+        return lambda s, e: (1.0 - xn[s:e] @ xt).square_()
+    sq = (x * x).sum(dim=1)
+    xt = x.t().contiguous()
+    return lambda s, e: torch.addmm(sq[None, :], x[s:e], xt, alpha=-2.0).add_(sq[s:e, None]).clamp_(min=0.0)
+
+
 def _neighbours(x: torch.Tensor, k: int, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows (ascending squared distance) and each column's largest
     squared distance (the dense code normalises by column)."""
     n = len(x)
     k = min(k, n)
-    dist = GalleryDistance(x, metric)
+    sq_dist = _sq_distances(x, metric)
     idx = np.empty((n, k), dtype=np.int64)
     col_max = torch.full((n,), -np.inf)
     for s in range(0, n, chunk):
-        d2 = dist(x[s:s + chunk]).square_()
+        d2 = sq_dist(s, min(n, s + chunk))
         col_max = torch.maximum(col_max, d2.max(dim=0).values)
         _, top = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         idx[s:s + chunk] = top.numpy()
@@ -185,11 +197,11 @@ def k_reciprocal_rerank(query, gallery, k1: int = 20, k2: int = 6, lambda_value:
     v = _encodings(x, rank, col_max, k1, k2, metric)
     jaccard = _jaccard(v, nq, max(1, (64 << 20) // (8 * max(1, n - nq))))
     original = np.empty((nq, n - nq), dtype=np.float32)
-    dist = GalleryDistance(x[nq:], metric)
+    sq_dist = _sq_distances(x, metric)
     for s in range(0, nq, chunk):
-        # original_dist[i, g] = d(g, i)^2 / max over column i
         e = min(s + chunk, nq)
-        original[s:e] = dist(x[s:e]).square_().numpy() / col_max[s:e, None]
+        # original_dist[i, g] = d(g, i)^2 / max over column i
+        original[s:e] = sq_dist(s, e)[:, nq:].numpy() / col_max[s:e, None]
     return (jaccard * (1.0 - lambda_value) + original * lambda_value).astype(np.float32)
 
 
