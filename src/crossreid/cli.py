@@ -145,7 +145,7 @@ def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: 
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():
-        click.echo(f"{direction:<14} {result.format_table()}")
+        click.echo(f"{direction:<14} {result.format_table()}{_rerank_note(result)}")
     if json_out:
         write_json(json_out, {d: r.to_json() for d, r in results.items()})
         click.echo(f"wrote {json_out}")
@@ -186,7 +186,7 @@ def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], d
     result = score_features(features, protocol, _parse_options(protocol_options, "--option"), dataset=dataset,
                             root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"),
                             rerank=_rerank_from(rerank, rerank_options))
-    click.echo(result.format_table())
+    click.echo(result.format_table() + _rerank_note(result))
     if json_out:
         result.save(json_out)
         click.echo(f"wrote {json_out}")
@@ -251,6 +251,11 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
 
 
 # ---------------------------------------------------------------- retrieval: extract, index, search, export
+def _rerank_note(result) -> str:
+    r = getattr(result, "rerank", None)
+    return f" (re-ranked: k1={r['k1']}, k2={r['k2']}, lambda={r['lambda_value']})" if r else ""
+
+
 def _rerank_from(enabled: bool, options: tuple[str, ...]):
     """A Rerank when --rerank is given (options k1, k2, lambda), else None."""
     if not enabled:
