@@ -75,19 +75,22 @@ def case(arch: str, h: int, w: int, batch: int, reps: int, folder: Path) -> str:
 
 
 def main() -> None:
+    from bench_search import gemm_rate
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()}, batch {args.batch}, best of {args.reps}")
+          f"load average {os.getloadavg()}, matrix product {gemm_rate():.0f} GFLOP/s now, "
+          f"batch {args.batch}, best of {args.reps}")
     rows = ["| backbone | input | extraction from files (img/s) | PyTorch eager (img/s) | ONNX Runtime (img/s) |",
             "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for arch, h, w in CASES:
             rows.append(case(arch, h, w, args.batch, args.reps, Path(tmp)))
             print(rows[-1], flush=True)
-    print(f"load average after: {os.getloadavg()}")
+    print(f"load average after: {os.getloadavg()}, matrix product {gemm_rate():.0f} GFLOP/s now")
     print("\n".join(rows))
 
 

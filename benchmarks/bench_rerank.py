@@ -64,7 +64,9 @@ def main() -> None:
     if args.child:
         q, g = map(int, args.child[1].split("x"))
         return child(args.child[0], q, g, args.out)
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    from bench_search import gemm_rate
+
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}, matrix product {gemm_rate():.0f} GFLOP/s now")
     rows = ["| implementation | Q × G (Q+G) | time | peak RSS (above the loaded features) |", "|---|---|---|---|"]
     dq, dg = map(int, args.dense.split("x"))
     dense = measure("dense", dq, dg, "/tmp/rerank_dense.npy")
@@ -80,7 +82,7 @@ def main() -> None:
         rows.append(f"| sparse | {q:,} × {g:,} ({q + g:,}) | {r['seconds']:.1f} s | {r['peak_gb']:.2f} GB "
                     f"({r['extra_gb']:.2f} GB) |")
         print(rows[-1], flush=True)
-    print(f"load average after: {os.getloadavg()}")
+    print(f"load average after: {os.getloadavg()}, matrix product {gemm_rate():.0f} GFLOP/s now")
     print("\n".join(rows))
 
 

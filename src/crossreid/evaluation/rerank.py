@@ -195,14 +195,14 @@ def k_reciprocal_rerank(query, gallery, k1: int = 20, k2: int = 6, lambda_value:
     rank, col_max = _neighbours(x, max(k1 + 1, k2), metric, chunk)
     col_max = np.where(col_max > 0, col_max, 1.0)
     v = _encodings(x, rank, col_max, k1, k2, metric)
-    jaccard = _jaccard(v, nq, max(1, (64 << 20) // (8 * max(1, n - nq))))
-    original = np.empty((nq, n - nq), dtype=np.float32)
+    out = _jaccard(v, nq, max(1, (64 << 20) // (8 * max(1, n - nq))))
+    out *= 1.0 - lambda_value
     sq_dist = _sq_distances(x, metric)
-    for s in range(0, nq, chunk):
+    for s in range(0, nq, chunk):  # one Q × G buffer: the original term is added chunk by chunk
         e = min(s + chunk, nq)
         # original_dist[i, g] = d(g, i)^2 / max over column i
-        original[s:e] = sq_dist(s, e)[:, nq:].numpy() / col_max[s:e, None]
-    return (jaccard * (1.0 - lambda_value) + original * lambda_value).astype(np.float32)
+        out[s:e] += (lambda_value * sq_dist(s, e)[:, nq:].numpy() / col_max[s:e, None]).astype(np.float32)
+    return out
 
 
 def k_reciprocal_dense(query, gallery, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
