@@ -66,15 +66,17 @@ def _all_features(query, gallery) -> torch.Tensor:
 
 
 def _sq_distances(x: torch.Tensor, metric: str):
-    """A function from row chunks of ``x`` to their squared distances to every row of ``x``
-    (the squares of :class:`GalleryDistance`'s values, without the square root)."""
+    """A function ``(s, e, t, f)`` → squared distances of rows s:e of ``x`` to rows t:f (the squares
+    of :class:`~crossreid.evaluation.distance.GalleryDistance`'s values, without the square root)."""
+    n = len(x)
     if metric == "cosine":
         xn = torch.nn.functional.normalize(x, dim=1)
         xt = xn.t().contiguous()
-        return lambda s, e: (1.0 - xn[s:e] @ xt).square_()
+        return lambda s, e, t=0, f=n: (1.0 - xn[s:e] @ xt[:, t:f]).square_()
     sq = (x * x).sum(dim=1)
     xt = x.t().contiguous()
-    return lambda s, e: torch.addmm(sq[None, :], x[s:e], xt, alpha=-2.0).add_(sq[s:e, None]).clamp_(min=0.0)
+    return lambda s, e, t=0, f=n: (torch.addmm(sq[None, t:f], x[s:e], xt[:, t:f], alpha=-2.0)
+                                   .add_(sq[s:e, None]).clamp_(min=0.0))
 
 
 def _neighbours(x: torch.Tensor, k: int, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +90,7 @@ def _neighbours(x: torch.Tensor, k: int, metric: str, chunk: int) -> tuple[np.nd
     for s in range(0, n, chunk):
         d2 = sq_dist(s, min(n, s + chunk))
         col_max = torch.maximum(col_max, d2.max(dim=0).values)
-        _, top = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        idx[s:s + chunk] = top.numpy()
+        idx[s:s + chunk] = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices.numpy()
     return idx, col_max.numpy().astype(np.float64)
 
 
