@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crossreid.data.images import decode, decode_image
+from crossreid.data.images import _open as open_image, decode_image
 from crossreid.data.pipeline import ImageStore, normalize, resize_decoded
 from crossreid.data.samples import Sample
 from crossreid.errors import UserError
@@ -67,11 +67,9 @@ class Embedder:
     def _decoded(self, image, modality: Modality, where: str) -> np.ndarray:
         if isinstance(image, (str, Path)):
             path = Path(image)
-            from crossreid.data.images import _open
-
-            img = _open(path)
+            img = open_image(path)
             self._check_pil(img, modality, str(path))
-            return decode(path, modality)
+            return decode_image(img, modality, path)  # what decode(path, modality) gives
         if isinstance(image, Image.Image):
             self._check_pil(image, modality, where)
             return decode_image(image, modality, where)
