@@ -56,20 +56,20 @@ class ExactSearcher:
                 g = torch.from_numpy(np.asarray(self.gallery[s:s + rows_per_chunk], dtype=np.float32))
                 # The matrix product in torch (BLAS); the cheap element-wise rest in numpy, which
                 # spawns no threads (torch's thread pool stalls on small ops when cores are shared).
-                dots = (g @ qb.T).numpy().T                                # batch × chunk
+                score = (qb @ g.T).numpy()                                # batch × chunk, contiguous
                 if self.metric == "euclidean":
-                    score = term[None, s:s + len(g)] - 2.0 * dots
+                    score *= -2.0
+                    score += term[None, s:s + len(g)]
                 else:
-                    score = -dots * term[None, s:s + len(g)]
+                    score *= -term[None, s:s + len(g)]
                 if allowed is not None:
                     score[:, ~allowed[s:s + len(g)]] = np.inf
                 for g_codes, q_codes in exclusions:
                     gc = g_codes[None, s:s + len(g)]
                     score[(gc == q_codes[q0:q0 + len(qb), None]) & (gc >= 0)] = np.inf
-                part = np.argpartition(score, k_eff - 1, axis=1)[:, :k_eff] if len(g) > k_eff else \
-                    np.broadcast_to(np.arange(len(g)), (len(qb), len(g)))
-                best_d = np.concatenate([best_d, np.take_along_axis(score, part, 1)], axis=1)
-                best_i = np.concatenate([best_i, part + s], axis=1)
+                top_d, top_i = torch.topk(torch.from_numpy(score), min(k_eff, len(g)), dim=1, largest=False)
+                best_d = np.concatenate([best_d, top_d.numpy()], axis=1)
+                best_i = np.concatenate([best_i, top_i.numpy() + s], axis=1)
                 if best_d.shape[1] > k_eff:
                     keep = np.argpartition(best_d, k_eff - 1, axis=1)[:, :k_eff]
                     best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
