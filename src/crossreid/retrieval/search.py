@@ -56,11 +56,10 @@ class ExactSearcher:
                 g = torch.from_numpy(np.asarray(self.gallery[s:s + rows_per_chunk], dtype=np.float32))
                 # The matrix product in torch (BLAS); the cheap element-wise rest in numpy, which
                 # spawns no threads (torch's thread pool stalls on small ops when cores are shared).
-                score = (qb @ g.T).numpy()                                # batch × chunk, contiguous
-                if self.metric == "euclidean":
-                    score *= -2.0
-                    score += term[None, s:s + len(g)]
+                if self.metric == "euclidean":                           # batch × chunk, contiguous
+                    score = torch.addmm(self.gallery_term[None, s:s + len(g)], qb, g.T, alpha=-2.0).numpy()
                 else:
+                    score = (qb @ g.T).numpy()
                     score *= -term[None, s:s + len(g)]
                 if allowed is not None:
                     score[:, ~allowed[s:s + len(g)]] = np.inf
