@@ -54,10 +54,15 @@ class ExactSearcher:
             best_i = np.empty((len(qb), 0), dtype=np.int64)
             for s in range(0, n, rows_per_chunk):
                 g = torch.from_numpy(np.asarray(self.gallery[s:s + rows_per_chunk], dtype=np.float32))
-                # The matrix product in torch (BLAS); the cheap element-wise rest in numpy, which
-                # spawns no threads (torch's thread pool stalls on small ops when cores are shared).
-                if self.metric == "euclidean":                           # batch × chunk, contiguous
+                # batch × chunk, contiguous. Large batches: one fused addmm; small ones: the product,
+                # then the element-wise rest in numpy, which spawns no threads (torch's thread pool
+                # stalls on small ops when the cores are shared).
+                if self.metric == "euclidean" and len(qb) >= 32:
                     score = torch.addmm(self.gallery_term[None, s:s + len(g)], qb, g.T, alpha=-2.0).numpy()
+                elif self.metric == "euclidean":
+                    score = (qb @ g.T).numpy()
+                    score *= -2.0
+                    score += term[None, s:s + len(g)]
                 else:
                     score = (qb @ g.T).numpy()
                     score *= -term[None, s:s + len(g)]
