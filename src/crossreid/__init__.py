@@ -10,6 +10,8 @@ The notebook API, imported on first use (``import crossreid`` itself stays light
                                     {"query": "rgb", "gallery": "depth"})
     result = crossreid.score_features("feats.npz", "llcm", dataset="llcm", root="/data/LLCM")
     print(result.format_table())
+    model = crossreid.load_run("runs/demo/one_stream")       # embed images of any modality it knows
+    features = model.embed(["a.png", "b.png"], "depth")
 """
 
 from crossreid.version import __version__
@@ -24,6 +26,7 @@ API = {
     "score_features": "crossreid.evaluation.score",
     "score_arrays": "crossreid.evaluation.score",
     "compute_metrics": "crossreid.evaluation.metrics",
+    "load_run": "crossreid.retrieval.embedder",
 }
 
 __all__ = ["__version__", *API]

@@ -133,20 +133,23 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
               help="Distance (default: the run's eval.metric; same as --option distance=...).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the results.")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
-                 metric: str | None, json_out: str | None, quiet: bool) -> None:
+                 metric: str | None, json_out: str | None, quiet: bool, rerank: bool = False,
+                 rerank_options: tuple[str, ...] = ()) -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
     from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
     results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
                            dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
-                           metric=metric)
+                           metric=metric, rerank=_rerank_from(rerank, rerank_options))
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
     for direction, result in results.items():
-        click.echo(f"{direction:<14} {result.format_table()}")
+        click.echo(f"{direction:<14} {result.format_table()}{_rerank_note(result)}")
     if json_out:
         write_json(json_out, {d: r.to_json() for d, r in results.items()})
         click.echo(f"wrote {json_out}")
@@ -168,14 +171,18 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
               help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the result.")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], dataset: str | None,
-              root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None) -> None:
+              root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None,
+              rerank: bool = False, rerank_options: tuple[str, ...] = ()) -> None:
     """Score a features file (.npz with paths and features) under a named protocol."""
     from crossreid.evaluation.score import score_features
 
     result = score_features(features, protocol, _parse_options(protocol_options, "--option"), dataset=dataset,
-                            root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"))
-    click.echo(result.format_table())
+                            root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"),
+                            rerank=_rerank_from(rerank, rerank_options))
+    click.echo(result.format_table() + _rerank_note(result))
     if json_out:
         result.save(json_out)
         click.echo(f"wrote {json_out}")
@@ -237,6 +244,142 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
             f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
             f"Not comparable with the papers' {'SYSU-MM01 / RegDB / LLCM' if which == 'vi' else 'BIWI / RobotPKU'} figures.")
     click.echo(write_tables(which, summary, Path(table_path or out_dir / "tables.md"), note))
+
+
+# ---------------------------------------------------------------- retrieval: extract, index, search, export
+def _rerank_note(result) -> str:
+    r = getattr(result, "rerank", None)
+    return f" (re-ranked: k1={r['k1']}, k2={r['k2']}, lambda={r['lambda_value']})" if r else ""
+
+
+def _rerank_from(enabled: bool, options: tuple[str, ...]):
+    """A Rerank when --rerank is given (options k1, k2, lambda), else None."""
+    if not enabled:
+        if options:
+            raise UserError("--rerank-option needs --rerank")
+        return None
+    from crossreid.evaluation.rerank import Rerank
+
+    return Rerank.from_options(_parse_options(options, "--rerank-option"))
+
+
+@cli.command("extract")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--images", "source", required=True, help="A folder of images or a CSV manifest (path, modality, ...).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Features file (.npz) to write.")
+@click.option("--modality", help="Modality of every image in the folder (default: from rgb/, depth/, ir/ "
+              "sub-folders); with a manifest, keep only this modality.")
+@click.option("--only", multiple=True, help="Keep only these modalities (repeatable).")
+@click.option("--split", "splits", multiple=True, help="Manifest split(s) to keep, e.g. test (repeatable).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--bf16", is_flag=True, help="Run the network under bfloat16 autocast.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract_cmd(run: str, source: str, out: str, modality: str | None, only: tuple[str, ...], splits: tuple[str, ...],
+                batch_size: int, bf16: bool, channels_last: bool, quiet: bool) -> None:
+    """Embed images with a trained RUN into a features file (`crossreid score` and `index` read it);
+    under torchrun the images are sharded across processes."""
+    from crossreid.retrieval.extract_images import extract_images
+
+    arrays = extract_images(run, source, out, modality, splits, only, batch_size, bf16, channels_last,
+                            progress=not quiet)
+    if arrays is not None:
+        feats = arrays["features"]
+        click.echo(f"wrote {out}: {feats.shape[0]} images × {feats.shape[1]} dims "
+                   f"({', '.join(sorted(set(arrays['modalities'].tolist())))})")
+
+
+@cli.command("index")
+@click.argument("features", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Index file to write (.npz).")
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage of the gallery features (float16 halves memory).")
+@click.option("--approximate", type=click.Choice(["hnsw", "ivf"]), help="Also build a FAISS index (needs faiss).")
+@click.option("--ann-option", "ann_options", multiple=True, metavar="KEY=VALUE",
+              help="hnsw: M, ef_construction, ef_search; ivf: nlist, nprobe.")
+@click.option("--recall-k", type=int, default=10, show_default=True, help="K of the recall measured at build.")
+def index_cmd(features: str, out: str, metric: str, dtype: str, approximate: str | None,
+              ann_options: tuple[str, ...], recall_k: int) -> None:
+    """Build a gallery index from a features file."""
+    from crossreid.retrieval.index import build_index
+
+    index = build_index(features, out, metric, dtype, approximate, _parse_options(ann_options, "--ann-option"),
+                        recall_k, log=click.echo)
+    click.echo(f"wrote {out}: {len(index)} images × {index.dim} dims, {metric}"
+               f"{' + ' + approximate + ' side file' if approximate else ''}")
+
+
+@cli.command("search")
+@click.argument("index_path", metavar="INDEX", type=click.Path(dir_okay=False))
+@click.option("--query", "images", multiple=True, help="Query image file (repeatable); needs --modality and --run.")
+@click.option("--modality", help="Modality of the query images.")
+@click.option("--run", type=click.Path(file_okay=False), help="The run that embeds the query images.")
+@click.option("--query-camera", type=int, help="Camera of the query images (for --exclude same-camera).")
+@click.option("--query-frame", help="Frame key of the query images (for --exclude same-frame).")
+@click.option("--query-features", type=click.Path(dir_okay=False), help="Query features file instead of images.")
+@click.option("--top", "k", type=int, default=10, show_default=True, help="K results per query.")
+@click.option("--gallery-modality", "gallery_modalities", multiple=True, help="Search only these modalities.")
+@click.option("--camera", "cameras", multiple=True, type=int, help="Search only these gallery cameras.")
+@click.option("--exclude", multiple=True, type=click.Choice(["same-camera", "same-frame"]),
+              help="Drop gallery images sharing the query's camera / frame (repeatable).")
+@click.option("--exact", is_flag=True, help="Exact search even when the index has a FAISS side file.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017) of the filtered gallery.")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a ranked-list page.")
+@click.option("--quiet", is_flag=True, help="Do not print the table.")
+def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, run: str | None,
+               query_camera: int | None, query_frame: str | None, query_features: str | None, k: int,
+               gallery_modalities: tuple[str, ...], cameras: tuple[int, ...], exclude: tuple[str, ...],
+               exact: bool, rerank: bool, rerank_options: tuple[str, ...], json_out: str | None,
+               html_out: str | None, quiet: bool) -> None:
+    """Find the K nearest gallery images of query images (or query features) in an index."""
+    from crossreid.modality import Modality
+    from crossreid.retrieval.index import load_index
+    from crossreid.retrieval.query import queries_from_features, queries_from_images
+    from crossreid.retrieval.report import format_table, results_json, write_html
+    from crossreid.retrieval.search import SearchOptions, search_index
+
+    if bool(images) == bool(query_features):
+        raise UserError("give either --query IMAGE (with --modality and --run) or --query-features Q.npz")
+    if images and not (modality and run):
+        raise UserError("--query needs --modality (rgb, depth or ir) and --run (the run that built the index)")
+    opts = SearchOptions(k, [Modality.parse(m).value for m in gallery_modalities], list(cameras), list(exclude),
+                         _rerank_from(rerank, rerank_options), exact)
+    index = load_index(index_path, load_faiss=not exact)
+    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame) if images
+               else queries_from_features(index, query_features))
+    dist, rows, engine = search_index(index, queries, opts)
+    doc = results_json(index, queries, opts, dist, rows, engine)
+    if not quiet:
+        click.echo(format_table(doc))
+    model = index.model or {}
+    if json_out:
+        from crossreid.io import write_json
+
+        write_json(json_out, doc)
+        click.echo(f"wrote {json_out}")
+    if html_out:
+        write_html(html_out, doc, model.get("height", 128), model.get("width", 64))
+        click.echo(f"wrote {html_out}")
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="model.onnx (with several modalities: model-rgb.onnx, model-depth.onnx, ...).")
+@click.option("--modality", "modalities", multiple=True, help="Export only these modalities (default: all the run embeds).")
+@click.option("--images", help="Folder or manifest of real images for the parity check (default: the run's dataset).")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--check-images", type=int, default=16, show_default=True, help="Images in the parity check.")
+def export_cmd(run: str, fmt: str, out: str, modalities: tuple[str, ...], images: str | None, opset: int,
+               check_images: int) -> None:
+    """Export each modality's embedder of RUN to ONNX (dynamic batch) and check it against PyTorch."""
+    from crossreid.retrieval.export import export_onnx
+
+    export_onnx(run, out, modalities, images, opset, check_images, log=click.echo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,7 +62,8 @@ def record_test_feature(results: dict, method) -> dict:
 
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
-                 data_options: dict | None = None, progress: bool = True, metric: str | None = None) -> dict:
+                 data_options: dict | None = None, progress: bool = True, metric: str | None = None,
+                 rerank=None) -> dict:
     """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
@@ -78,7 +79,7 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
         from crossreid.evaluation.regdb_protocols import combine_trials
 
         per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
-                                  metric) for r in find_trial_runs(str(run))]
+                                  metric, rerank) for r in find_trial_runs(str(run))]
         return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
     cfg, method = load_run(run)
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
@@ -88,5 +89,5 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                   metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
-                                  batch_size=cfg.eval.batch_size, progress=progress)
+                                  batch_size=cfg.eval.batch_size, progress=progress, rerank=rerank)
     return record_test_feature(results, method)

@@ -47,7 +47,11 @@ def _warn_8bit_depth(path: Path) -> None:
 def decode(path: str | Path, modality: Modality) -> np.ndarray:
     """Decode one file for ``modality`` (see module docstring for the output types)."""
     path = Path(path)
-    img = _open(path)
+    return decode_image(_open(path), modality, path)
+
+
+def decode_image(img: Image.Image, modality: Modality, where: str | Path = "image") -> np.ndarray:
+    """An opened PIL image as :func:`decode` gives it (``where`` names it in errors)."""
     if modality is Modality.RGB:
         return np.asarray(img.convert("RGB"))
     if modality is Modality.IR:
@@ -59,7 +63,7 @@ def decode(path: str | Path, modality: Modality) -> np.ndarray:
         _warn_8bit_depth(path)
         arr = np.asarray(img).astype(np.float32) / 255.0 * DEPTH_FAR_MM
     else:
-        raise UserError(f"{path}: depth image has mode {img.mode}; expected 16-bit millimetres (PNG/PGM) or 8-bit grey")
+        raise UserError(f"{where}: depth image has mode {img.mode}; expected 16-bit millimetres (PNG/PGM) or 8-bit grey")
     return arr
 
 

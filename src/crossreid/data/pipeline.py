@@ -32,8 +32,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def load_resized(sample: Sample, height: int, width: int) -> torch.Tensor:
     """One sample as a float16 C×H×W tensor in [0, 1] at the model size."""
-    array = decode(sample.path, sample.modality)
-    if sample.modality is Modality.DEPTH:
+    return resize_decoded(decode(sample.path, sample.modality), sample.modality, height, width)
+
+
+def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: int) -> torch.Tensor:
+    """A decoded array (see :func:`crossreid.data.images.decode`) as :func:`load_resized` gives it."""
+    if modality is Modality.DEPTH:
         # Nearest keeps holes (0 = no reading) from bleeding into valid depth.
         resized = np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((width, height), Image.NEAREST))
         chw = depth_to_unit(resized)[None]

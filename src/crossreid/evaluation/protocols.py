@@ -202,9 +202,10 @@ def sample_columns(samples: list) -> dict[str, Any]:
 
 
 def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gallery_features,
-                      chunk_size: int | None = None) -> ProtocolResult:
+                      chunk_size: int | None = None, rerank=None) -> ProtocolResult:
     """Run every trial with the protocol's distance and precision; features cover the whole
-    ``catalog.query`` / ``catalog.gallery`` pools."""
+    ``catalog.query`` / ``catalog.gallery`` pools. ``rerank`` (a
+    :class:`crossreid.evaluation.rerank.Rerank`) re-ranks each trial's distances."""
     for pool, feats in (("query", query_features), ("gallery", gallery_features)):
         if len(feats) != len(catalog.pool(pool)):
             raise ValueError(f"{len(feats)} {pool} features for {len(catalog.pool(pool))} {pool} samples")
@@ -216,10 +217,14 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
                                 "embed every modality this protocol uses")
         q = sample_columns([catalog.query[i] for i in trial.query])
         g = sample_columns([catalog.gallery[i] for i in trial.gallery])
+        reranked = {} if rerank is None else {"distances": rerank(query_features[trial.query],
+                                                                  gallery_features[trial.gallery], protocol.distance)}
         per_trial.append(compute_metrics(
-            q["pid"], g["pid"], q["cam"], g["cam"],
-            query_features=query_features[trial.query], gallery_features=gallery_features[trial.gallery],
+            q["pid"], g["pid"], q["cam"], g["cam"], **reranked,
+            query_features=None if rerank else query_features[trial.query],
+            gallery_features=None if rerank else gallery_features[trial.gallery],
             metric=protocol.distance, precision=protocol.precision, exclusion=trial.exclusion,
             query_keys=q, gallery_keys=g, cmc=trial.cmc, chunk_size=chunk_size))
     return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
-                          dataset=catalog.name, options=getattr(protocol, "options", {}))
+                          dataset=catalog.name, options=getattr(protocol, "options", {}),
+                          rerank=rerank.describe() if rerank else None)

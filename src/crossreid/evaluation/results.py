@@ -25,6 +25,7 @@ class ProtocolResult:
     trials: list[Metrics] = field(default_factory=list)
     dataset: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the protocol's options: get_protocol(name, **options)
+    rerank: dict | None = None  # re-ranking settings, None when off
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -54,6 +55,7 @@ class ProtocolResult:
             "protocol": self.protocol,
             "distance": self.distance,
             "options": self.options,
+            "rerank": self.rerank or "none",
             "mean": self.mean(),
             "std": self.std(),
             "cmc": self.cmc.tolist(),

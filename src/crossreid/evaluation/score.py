@@ -128,10 +128,11 @@ def _pool_features(feats: np.ndarray, n: int, idx: np.ndarray, rows: np.ndarray)
 def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
                    protocol_options: Mapping[str, Any] | None = None, dataset: str | None = None,
                    root: str | os.PathLike | None = None, metric: str | None = None,
-                   dataset_options: Mapping[str, Any] | None = None) -> ProtocolResult:
+                   dataset_options: Mapping[str, Any] | None = None, rerank=None) -> ProtocolResult:
     """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol).
 
-    ``metric`` is the default of the protocol's ``distance`` option (a built Protocol keeps its own).
+    ``metric`` is the default of the protocol's ``distance`` option (a built Protocol keeps its own);
+    ``rerank`` (a :class:`crossreid.evaluation.rerank.Rerank`) re-ranks each trial's distances.
     """
     path = Path(features_path)
     if isinstance(protocol, Protocol):
@@ -145,7 +146,7 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     feats = _floating(data["features"])  # float64 files keep their precision
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
-        return evaluate_protocol(proto, catalog, feats, feats)
+        return evaluate_protocol(proto, catalog, feats, feats, rerank=rerank)
     catalog = load_dataset(dataset, root, **dict(dataset_options or {}))
     trials = proto.trials(catalog)
     used = {"query": np.unique(np.concatenate([t.query for t in trials])),
@@ -153,7 +154,7 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     rows = _rows_for(path, catalog, data["paths"], used)
     qf = _pool_features(feats, len(catalog.query), used["query"], rows["query"])
     gf = _pool_features(feats, len(catalog.gallery), used["gallery"], rows["gallery"])
-    return evaluate_protocol(proto, catalog, qf, gf)
+    return evaluate_protocol(proto, catalog, qf, gf, rerank=rerank)
 
 
 def score_arrays(features, ids, cameras, modalities, protocol: str = "synthetic",

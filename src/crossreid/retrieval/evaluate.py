@@ -38,13 +38,13 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
-                        protocol_options: dict | None = None, validation: bool = False) -> dict:
+                        protocol_options: dict | None = None, validation: bool = False, rerank=None) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
 
     ``protocol`` defaults to the one the dataset registered (``validation``: the one for its
     held-out val ids); every direction is given to it as ``query``/``gallery``, and a direction
     it does not support is an error. ``metric`` is the default of the protocol's ``distance``
-    option; ``protocol_options`` are its other options.
+    option; ``protocol_options`` are its other options; ``rerank`` re-ranks every trial.
     """
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
@@ -54,4 +54,4 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
         return {}
     protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
     qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
-    return {d: evaluate_protocol(p, catalog, qf, gf) for d, p in protocols.items()}
+    return {d: evaluate_protocol(p, catalog, qf, gf, rerank=rerank) for d, p in protocols.items()}
