@@ -104,3 +104,24 @@ def test_resume_of_a_missing_checkpoint_is_an_error(tiny_root, tmp_path):
     with pytest.raises(UserError, match="no '<stage>-last.safetensors' for stages"):
         Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
     assert not (run / "config.yaml").exists()  # a failed resume writes nothing
+
+
+def test_finished_run_keeps_what_keep_checkpoints_says_and_resumes_with_more_epochs(tiny_root, tmp_path):
+    from crossreid.data.registry import load_dataset
+
+    catalog = load_dataset("generic", tiny_root)
+    sizes = {}
+    for keep in ("all", "last", "none"):
+        run = tmp_path / keep
+        Trainer(load_config(None, [*TINY, f"train.keep_checkpoints={keep}"]), run, catalog, progress=False).fit()
+        names = sorted(p.name for p in (run / "checkpoints").glob("*")) if (run / "checkpoints").exists() else []
+        sizes[keep] = names
+        assert (run / "model.safetensors").is_file()
+    assert sizes["all"] == ["main-best.safetensors", "main-last.safetensors"]
+    assert sizes["last"] == ["main-last.safetensors"]
+    assert sizes["none"] == []
+    # resume-by-choice: the kept '-last' continues for more epochs; the final weights stand in for '-best'
+    more = load_config(None, [*TINY, "train.keep_checkpoints=last", "train.epochs=3"])
+    Trainer(more, tmp_path / "last", catalog, resume=True, progress=False).fit()
+    _, state, _, _ = load_checkpoint(tmp_path / "last/checkpoints/main-last.safetensors")
+    assert state["epoch"] == 2

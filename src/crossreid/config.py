@@ -104,6 +104,9 @@ class TrainConfig(_Strict):
     validate_every: int = Field(1, ge=1)
     progress: bool = True
     checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)
+    # What a finished run keeps besides model.safetensors: all checkpoints, the last stage's
+    # '-last' (optimiser state: --resume with more epochs continues it), or none.
+    keep_checkpoints: Literal["all", "last", "none"] = "last"
     disk_cache: bool = False      # keep resized images as float16 .npy under cache_dir, reused across runs
     cache_dir: Optional[str] = None  # default: $CROSSREID_CACHE/images or ~/.cache/crossreid/images
     decode_workers: int = Field(2, ge=1)  # threads for the first decode

@@ -60,7 +60,7 @@ def decode_image(img: Image.Image, modality: Modality, where: str | Path = "imag
         arr = np.asarray(img).astype(np.float32)
     elif img.mode == "L":
         # 8-bit depth (e.g. depth maps pre-rendered to JPEG): rescale to the millimetre range.
-        _warn_8bit_depth(path)
+        _warn_8bit_depth(where)
         arr = np.asarray(img).astype(np.float32) / 255.0 * DEPTH_FAR_MM
     else:
         raise UserError(f"{where}: depth image has mode {img.mode}; expected 16-bit millimetres (PNG/PGM) or 8-bit grey")

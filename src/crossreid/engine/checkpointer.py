@@ -88,14 +88,31 @@ class Checkpointer:
             save_checkpoint(self.folder.best(at.stage.name), self.method, self.state(at, progress))
 
     def load_best(self, stage: str) -> None:
-        weights, _, _, _ = load_checkpoint(self.folder.best(stage))
+        path = self.folder.best(stage)
+        if not path.is_file() and self.folder.model_path.is_file():
+            path = self.folder.model_path  # a finished, pruned run: its final weights are the last stage's best
+        weights, _, _, _ = load_checkpoint(path)
         self.method.load_state_dict(weights)
 
     def save_final(self, last_stage: str) -> None:
         """``model.safetensors``: the best weights of the last stage (rank 0)."""
-        if self.dist.main:
-            _, state, _, _ = load_checkpoint(self.folder.best(last_stage))
+        best = self.folder.best(last_stage)
+        if self.dist.main and best.is_file():  # else a resumed, pruned run whose best stayed in model.safetensors
+            _, state, _, _ = load_checkpoint(best)
             save_checkpoint(self.folder.model_path, self.method, {**state, "final": True})
+
+    def prune(self, stages: list[str], keep: str) -> None:
+        """After a finished run (rank 0): drop the checkpoints ``train.keep_checkpoints`` does not
+        keep (``last``: the last stage's ``-last`` only; ``none``: every one; ``all``: none dropped)."""
+        if not self.dist.main or keep == "all":
+            return
+        kept = {self.folder.last(stages[-1])} if keep == "last" else set()
+        for stage in stages:
+            for path in (self.folder.best(stage), self.folder.last(stage)):
+                if path not in kept:
+                    path.unlink(missing_ok=True)
+        if keep == "none" and self.folder.ckpt_dir.is_dir() and not any(self.folder.ckpt_dir.iterdir()):
+            self.folder.ckpt_dir.rmdir()
 
     def restore(self, stages: list[Stage]) -> tuple[Position, Resumed]:
         """Load the latest ``-last`` checkpoint into the method, after checking it belongs to this config."""

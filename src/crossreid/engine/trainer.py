@@ -150,6 +150,7 @@ class Trainer:
                 here = pos if si == pos.stage else Position(stage=si)
                 summary[stages[si].name] = self._run_stage(si, stages[si], self.samplers[si], here)
         self.checkpoints.save_final(stages[-1].name)
+        self.checkpoints.prune([s.name for s in stages], self.cfg.train.keep_checkpoints)
         if self.log is not None:
             self.log.close()
         D.barrier(self.dist)
