@@ -188,3 +188,14 @@ def test_report_ranked_lists_rebuild_the_recorded_protocol():
         assert cat.query[q].modality is Modality.DEPTH
         assert all(cat.gallery[g].modality is Modality.RGB and cat.gallery[g].cam != cat.query[q].cam
                    for g, _ in ranked)
+
+
+def test_report_chance_rank1_by_hand():
+    from crossreid.report.html import chance_rank1
+
+    cat = catalog()  # 4 persons, cameras 1 and 2: an RGB query meets the 4 depth images of the other camera
+    f = features(cat)
+    res = evaluate_protocol(get_protocol("synthetic", query="rgb", gallery="depth"), cat, f, f)
+    assert chance_rank1(cat, res) == 0.25
+    sysu_like = evaluate_protocol(get_protocol("sysu_mm01_agw"), sysu_catalog(), *sysu_features())
+    assert chance_rank1(sysu_catalog(), sysu_like) == 0.5  # identity-level CMC: one over the 2 gallery persons

@@ -29,17 +29,42 @@ def _img(data: bytes, alt: str, height: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def _first_trial(catalog: Catalog, result: ProtocolResult, spread: int | None = None):
+    """The first trial of the protocol ``result`` was scored with: (protocol, trial, query rows
+    (all, or ``spread`` evenly spaced ones), their columns, the gallery's columns, removal mask)."""
+    protocol = get_protocol(result.protocol["name"], **result.options)
+    trial = protocol.trials(catalog)[0]
+    rows = trial.query
+    if spread is not None:
+        rows = rows[np.linspace(0, len(rows) - 1, min(spread, len(rows))).astype(int)]
+    q_cols = sample_columns([catalog.query[i] for i in rows])
+    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
+    qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
+    removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(rows)))
+    return protocol, trial, rows, q_cols, g_cols, removed
+
+
+def chance_rank1(catalog: Catalog, result: ProtocolResult) -> float:
+    """Expected R1 of a random ranking on the first trial: per valid query, the share of its
+    kept gallery that matches (image-level CMC) or one over its kept identities (identity-level)."""
+    _, _, _, q_cols, g_cols, removed = _first_trial(catalog, result)
+    g_pid = np.asarray(g_cols["pid"])
+    keep = np.ones((len(q_cols["pid"]), len(g_pid)), bool) if removed is None else ~removed
+    same = np.asarray(q_cols["pid"])[:, None] == g_pid[None, :]
+    matches, total = (same & keep).sum(1), keep.sum(1)
+    valid = matches > 0
+    if not valid.any():
+        return float("nan")
+    if result.protocol.get("cmc") == "identity":
+        return float(np.mean([1.0 / len(np.unique(g_pid[k])) for k in keep[valid]]))
+    return float(np.mean(matches[valid] / total[valid]))
+
+
 def ranked_examples(catalog: Catalog, result: ProtocolResult, features: tuple[np.ndarray, np.ndarray],
                     queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
     """First trial of the protocol ``result`` was scored with: a few evenly spaced queries and
     their top-k gallery items after its exclusion rule (stable order), marked correct or not."""
-    protocol = get_protocol(result.protocol["name"], **result.options)
-    trial = protocol.trials(catalog)[0]
-    picks = trial.query[np.linspace(0, len(trial.query) - 1, min(queries, len(trial.query))).astype(int)]
-    q_cols = sample_columns([catalog.query[i] for i in picks])
-    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
-    qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
-    removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(picks)))
+    protocol, trial, picks, q_cols, g_cols, removed = _first_trial(catalog, result, spread=queries)
     dist = np.asarray(pairwise_distance(features[0][picks], features[1][trial.gallery], protocol.distance,
                                         precision=protocol.precision), dtype=np.float64)
     if removed is not None:
@@ -85,15 +110,16 @@ def write_report(path: Path, results: dict, catalog: Catalog, query_store: Image
     for note in notes or []:
         parts.append(f"<p>{html.escape(note)}</p>")
     parts.append("<h2>Results</h2><table><tr><th>method</th><th>direction</th><th>R1</th><th>R5</th>"
-                 "<th>R10</th><th>R20</th><th>mAP</th><th>mINP</th><th>trials</th></tr>")
+                 "<th>R10</th><th>R20</th><th>mAP</th><th>mINP</th><th>trials</th><th>chance R1</th></tr>")
     for method, by_dir in results.items():
         for direction, res in by_dir.items():
             mean, std = res.mean(), res.std()
             cells = "".join(f"<td>{100 * mean[k]:.1f}" + (f" ± {100 * std[k]:.1f}" if len(res.trials) > 1 else "")
                             + "</td>" for k in ("rank1", "rank5", "rank10", "rank20", "map", "minp"))
             parts.append(f"<tr><td>{html.escape(method)}</td><td>{html.escape(direction)}</td>{cells}"
-                         f"<td>{len(res.trials)}</td></tr>")
-    parts.append("</table>")
+                         f"<td>{len(res.trials)}</td><td>{100 * chance_rank1(catalog, res):.1f}</td></tr>")
+    parts.append("</table><p>Chance R1: what a random ranking scores on the first trial's gallery "
+                 "(after the protocol's exclusion rule), for comparison.</p>")
     parts += [f"<p>{html.escape(note)}</p>" for note in protocol_notes(results)]
     parts.append("<h2>CMC curves</h2>")
     for method, by_dir in results.items():
