@@ -24,7 +24,7 @@ def cfg(*extra):
 def test_fit_writes_run_folder(tiny_root, tmp_path):
     catalog = load_dataset("generic", tiny_root)
     run = tmp_path / "run"
-    Trainer(cfg("train.epochs=2"), run, catalog, progress=False).fit()
+    Trainer(cfg("train.epochs=2", "train.keep_checkpoints=all"), run, catalog, progress=False).fit()
     for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "checkpoints/main-last.safetensors",
                  "checkpoints/main-best.safetensors"):
         assert (run / name).is_file(), name
@@ -83,6 +83,6 @@ def test_two_stage_distillation_runs(tiny_root, tmp_path):
                           "model.head=embedding", "model.embedding_dim=16", "train.epochs=1",
                           "method.options.attention=true"), run, catalog, progress=False).fit()
     assert set(summary) == {"teacher", "student"}
-    assert (run / "checkpoints/teacher-best.safetensors").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["student-last.safetensors"]
     cfg_, method = load_run(run)
     assert [m.value for m in method.embeddable] == ["depth", "rgb"]
