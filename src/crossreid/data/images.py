@@ -3,6 +3,9 @@
 RGB decodes to uint8 H×W×3. Infrared decodes to uint8 H×W (3-channel IR files, as in
 SYSU-MM01, are converted to luminance deliberately). Depth decodes to float32 H×W in
 millimetres (0 = no reading) from 16-bit PNG or PGM (big-endian, as in BIWI).
+
+``encode_depth`` turns millimetres into network input, in one of ``DEPTH_ENCODINGS``
+(see docs/synthetic.md, "Depth encodings"): every store of every split calls it.
 """
 
 from __future__ import annotations
@@ -57,12 +60,68 @@ def depth_to_unit(depth_mm: np.ndarray) -> np.ndarray:
     return unit
 
 
-def to_float_chw(array: np.ndarray, modality: Modality) -> np.ndarray:
-    """A decoded array as float32 C×H×W in [0, 1]; single-channel modalities become 3 channels."""
+# Depth encodings for the network (data.depth_encoding).
+DEPTH_ENCODINGS = ("global", "relative", "normals")
+DEFAULT_DEPTH_ENCODING = "global"  # chosen from the depth->depth measurement in docs/synthetic.md
+RELIEF_MM = 600.0          # relative: ± this many mm around the person's depth map to [0, 1]
+CROP_HEIGHT_MM = 2000.0    # normals: a person crop spans about this much vertically (pixel size)
+
+
+def depth_channels(encoding: str) -> int:
+    """Channels ``encode_depth`` gives: 3 for surface normals, else 1."""
+    return 3 if encoding == "normals" else 1
+
+
+def person_depth_mm(depth_mm: np.ndarray) -> float:
+    """The person's depth in a re-ID crop: the median valid reading of the central region (0 if none)."""
+    h, w = depth_mm.shape
+    centre = depth_mm[h // 5:h - h // 5, w // 4:w - w // 4]
+    valid = centre[centre > 0]
+    return float(np.median(valid)) if valid.size else 0.0
+
+
+def _relief_mask(d: np.ndarray) -> tuple[np.ndarray, float]:
+    """Valid readings within RELIEF_MM of the person's depth (background and holes are off)."""
+    ref = person_depth_mm(d)
+    return (d > 0) & (np.abs(d - ref) <= RELIEF_MM), ref
+
+
+def encode_depth(depth_mm: np.ndarray, encoding: str = "global") -> np.ndarray:
+    """Depth in millimetres (H×W, 0 = no reading) as float32 C×H×W network input in [0, 1].
+
+    ``global``: the sensor range 0.5-8 m, near bright (a body's relief is a few percent of it).
+    ``relative``: metric relief around the person's median depth, ±RELIEF_MM mapped to 1..0
+    (near bright); holes and readings outside the window are 0.
+    ``normals``: surface normals from depth gradients, pixel size from a crop height of
+    CROP_HEIGHT_MM; each component (x right, y down, z toward the camera) mapped to [0, 1]
+    by (n + 1) / 2; holes, their neighbours and readings outside the relief window are 0.
+    """
+    d = np.asarray(depth_mm, dtype=np.float32)
+    if encoding == "global":
+        return depth_to_unit(d)[None]
+    if encoding not in DEPTH_ENCODINGS:
+        raise UserError(f"data.depth_encoding: unknown encoding {encoding!r}; valid: {', '.join(DEPTH_ENCODINGS)}")
+    mask, ref = _relief_mask(d)
+    if encoding == "relative":
+        return np.where(mask, 0.5 - (d - ref) / (2 * RELIEF_MM), 0.0).astype(np.float32)[None]
+    pixel_mm = CROP_HEIGHT_MM / d.shape[0]
+    gy, gx = np.gradient(np.where(mask, d, ref))
+    n = np.stack([-gx / pixel_mm, -gy / pixel_mm, np.ones_like(d)])
+    n /= np.linalg.norm(n, axis=0, keepdims=True)
+    ok = mask.copy()  # a gradient across a hole or an edge is no surface
+    ok[1:] &= mask[:-1]
+    ok[:-1] &= mask[1:]
+    ok[:, 1:] &= mask[:, :-1]
+    ok[:, :-1] &= mask[:, 1:]
+    return np.where(ok[None], (n + 1) / 2, 0.0).astype(np.float32)
+
+
+def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = "global") -> np.ndarray:
+    """A decoded array as float32 C×H×W in [0, 1]; single-channel inputs become 3 channels."""
     if modality is Modality.RGB:
         return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0
     if modality is Modality.DEPTH:
-        unit = depth_to_unit(array)
+        chw = encode_depth(array, depth_encoding)
     else:
-        unit = array.astype(np.float32) / 255.0
-    return np.ascontiguousarray(np.broadcast_to(unit, (3,) + unit.shape), dtype=np.float32)
+        chw = array.astype(np.float32)[None] / 255.0
+    return np.ascontiguousarray(np.broadcast_to(chw, (3,) + chw.shape[1:]), dtype=np.float32)
