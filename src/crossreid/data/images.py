@@ -73,11 +73,16 @@ def depth_channels(encoding: str) -> int:
 
 
 def person_depth_mm(depth_mm: np.ndarray) -> float:
-    """The person's depth in a re-ID crop: the median valid reading of the central region (0 if none)."""
+    """The person's depth in a re-ID crop (0 if no reading): the median of the central strip's
+    readings within 300 mm of their 30th percentile, so a wall or floor filling most of the
+    strip behind a thin (side-view) person does not take over."""
     h, w = depth_mm.shape
-    centre = depth_mm[h // 5:h - h // 5, w // 4:w - w // 4]
+    centre = depth_mm[h // 5:h - h // 5, w // 3:w - w // 3]
     valid = centre[centre > 0]
-    return float(np.median(valid)) if valid.size else 0.0
+    if not valid.size:
+        return 0.0
+    near = np.percentile(valid, 30)
+    return float(np.median(valid[np.abs(valid - near) <= 300.0]))
 
 
 def _relief_mask(d: np.ndarray) -> tuple[np.ndarray, float]:
@@ -94,7 +99,8 @@ def encode_depth(depth_mm: np.ndarray, encoding: str = "global") -> np.ndarray:
     (near bright); holes and readings outside the window are 0.
     ``normals``: surface normals from depth gradients, pixel size from a crop height of
     CROP_HEIGHT_MM; each component (x right, y down, z toward the camera) mapped to [0, 1]
-    by (n + 1) / 2; holes, their neighbours and readings outside the relief window are 0.
+    by (n + 1) / 2, gradients taken between valid neighbours only; holes and readings outside
+    the relief window are 0 in every channel.
     """
     d = np.asarray(depth_mm, dtype=np.float32)
     if encoding == "global":
@@ -105,15 +111,23 @@ def encode_depth(depth_mm: np.ndarray, encoding: str = "global") -> np.ndarray:
     if encoding == "relative":
         return np.where(mask, 0.5 - (d - ref) / (2 * RELIEF_MM), 0.0).astype(np.float32)[None]
     pixel_mm = CROP_HEIGHT_MM / d.shape[0]
-    gy, gx = np.gradient(np.where(mask, d, ref))
-    n = np.stack([-gx / pixel_mm, -gy / pixel_mm, np.ones_like(d)])
+    gy, gx = (_masked_gradient(d, mask, axis) / pixel_mm for axis in (0, 1))
+    n = np.stack([-gx, -gy, np.ones_like(d)])
     n /= np.linalg.norm(n, axis=0, keepdims=True)
-    ok = mask.copy()  # a gradient across a hole or an edge is no surface
-    ok[1:] &= mask[:-1]
-    ok[:-1] &= mask[1:]
-    ok[:, 1:] &= mask[:, :-1]
-    ok[:, :-1] &= mask[:, 1:]
-    return np.where(ok[None], (n + 1) / 2, 0.0).astype(np.float32)
+    return np.where(mask[None], (n + 1) / 2, 0.0).astype(np.float32)
+
+
+def _masked_gradient(d: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+    """Depth change per pixel along ``axis`` from valid neighbours only (central, else one-sided, else 0)."""
+    dm = np.moveaxis(np.where(mask, d, 0.0), axis, 0)
+    m = np.moveaxis(mask, axis, 0)
+    prev, nxt = np.zeros_like(dm), np.zeros_like(dm)
+    prev_ok, next_ok = np.zeros_like(m), np.zeros_like(m)
+    prev[1:], prev_ok[1:] = dm[:-1], m[:-1]
+    nxt[:-1], next_ok[:-1] = dm[1:], m[1:]
+    g = np.where(prev_ok & next_ok, (nxt - prev) / 2,
+                 np.where(next_ok, nxt - dm, np.where(prev_ok, dm - prev, 0.0)))
+    return np.moveaxis(g, 0, axis)
 
 
 def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = "global") -> np.ndarray:
