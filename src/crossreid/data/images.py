@@ -91,11 +91,11 @@ def _relief_mask(d: np.ndarray) -> tuple[np.ndarray, float]:
     return (d > 0) & (np.abs(d - ref) <= RELIEF_MM), ref
 
 
-def encode_depth(depth_mm: np.ndarray, encoding: str = "global") -> np.ndarray:
+def encode_depth(depth_mm: np.ndarray, encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
     """Depth in millimetres (H×W, 0 = no reading) as float32 C×H×W network input in [0, 1].
 
     ``global``: the sensor range 0.5-8 m, near bright (a body's relief is a few percent of it).
-    ``relative``: metric relief around the person's median depth, ±RELIEF_MM mapped to 1..0
+    ``relative``: metric relief around the person's depth (``person_depth_mm``), ±RELIEF_MM mapped to 1..0
     (near bright); holes and readings outside the window are 0.
     ``normals``: surface normals from depth gradients, pixel size from a crop height of
     CROP_HEIGHT_MM; each component (x right, y down, z toward the camera) mapped to [0, 1]
@@ -130,7 +130,7 @@ def _masked_gradient(d: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(g, 0, axis)
 
 
-def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = "global") -> np.ndarray:
+def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
     """A decoded array as float32 C×H×W in [0, 1]; single-channel inputs become 3 channels."""
     if modality is Modality.RGB:
         return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0
