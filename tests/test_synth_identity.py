@@ -70,6 +70,7 @@ def test_encodings_map_as_documented():
     assert ref == pytest.approx(2850.0)
     wall = np.full((40, 20), 5000.0, dtype=np.float32)
     wall[4:36, 9:12] = 2500.0                                     # a thin person before a wall filling the crop
+    wall[28:, :] = 1500.0                                         # and a bench in front of the legs
     assert person_depth_mm(wall) == 2500.0
     assert rel[0, 0] == 0.0 and rel[-1, -1] == 0.0
     assert rel[5, 15] == pytest.approx(0.5 - (3000.0 - ref) / (2 * RELIEF_MM))

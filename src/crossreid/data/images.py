@@ -73,11 +73,11 @@ def depth_channels(encoding: str) -> int:
 
 
 def person_depth_mm(depth_mm: np.ndarray) -> float:
-    """The person's depth in a re-ID crop (0 if no reading): the median of the central strip's
-    readings within 300 mm of their 30th percentile, so a wall or floor filling most of the
-    strip behind a thin (side-view) person does not take over."""
+    """The person's depth in a re-ID crop (0 if no reading): the median of the upper central
+    strip's (head and torso) readings within 300 mm of their 30th percentile, so neither a wall
+    behind a thin (side-view) person nor a low occluder in front of the legs takes over."""
     h, w = depth_mm.shape
-    centre = depth_mm[h // 5:h - h // 5, w // 3:w - w // 3]
+    centre = depth_mm[h // 8:h // 2, w // 3:w - w // 3]
     valid = centre[centre > 0]
     if not valid.size:
         return 0.0

@@ -80,9 +80,17 @@ def _skeleton(tr: PersonTraits, phase: float) -> dict[str, np.ndarray]:
         j["heel_" + side] = ankle + np.array([0.0, -0.03, -0.04])
         aswing = -0.8 * swing
         elbow_bend = 0.15 + 0.35 * max(0.0, aswing)
+        style = tr.arms if side == "r" or tr.arms != "carry" else "swing"
+        if style == "pockets":  # hands in the pockets: arms hang still, forearms bent to the hips
+            aswing, elbow_bend = 0.05 * aswing, 0.55
+        elif style == "carry":  # the right forearm held forward (a phone, a cup)
+            aswing, elbow_bend = 0.1 * aswing, 1.45
+        elif style == "crossed":  # arms folded in front of the chest
+            aswing, elbow_bend = 0.15, 1.9
         shoulder = np.array([sign * (tr.shoulder - 0.035), sy - 0.02, 0.0])
         elbow = shoulder + 0.43 * arm * np.array([sign * 0.06, -np.cos(aswing), np.sin(aswing)])
-        wrist = elbow + 0.57 * arm * np.array([sign * 0.04, -np.cos(aswing + elbow_bend),
+        inward = -0.55 if style == "crossed" else 0.04
+        wrist = elbow + 0.57 * arm * np.array([sign * inward, -np.cos(aswing + elbow_bend),
                                                np.sin(aswing + elbow_bend)])
         j["shoulder_" + side], j["elbow_" + side], j["wrist_" + side] = shoulder, elbow, wrist
     # Posture: the upper body leans forward about the pelvis.

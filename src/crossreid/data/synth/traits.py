@@ -41,9 +41,14 @@ BOTTOMS_KINDS = {
     "skirt": (0.22, (0.0,), (0.3, 0.5)),
 }
 HEADWEAR = ("none", "cap", "beanie", "hood", "hat")
-HEADWEAR_P = (0.6, 0.1, 0.1, 0.1, 0.1)
+HEADWEAR_P = (0.5, 0.125, 0.125, 0.125, 0.125)
 BAGS = ("none", "backpack", "large_backpack", "shoulder", "handbag")
-BAGS_P = (0.4, 0.2, 0.1, 0.15, 0.15)
+BAGS_P = (0.3, 0.22, 0.14, 0.17, 0.17)
+ARMS = ("swing", "pockets", "carry", "crossed")  # how a person holds the arms while walking
+ARMS_P = (0.55, 0.17, 0.17, 0.11)
+# Population spread of body shape at trait_spread = 1 (wider than real populations: a
+# 64x32 crop shows only coarse shape, so the spread is what makes shape identifying).
+SHAPE_SPREAD = 1.6
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class PersonTraits:
     leg_ratio: float       # hip height / height
     arm_ratio: float       # arm length / height
     lean: float            # forward lean of the upper body, radians (posture)
+    arms: str              # one of ARMS
     skin: tuple[float, float, float]
     hair_style: str
     hair_volume: float     # scale of the hair mass around the head
@@ -127,8 +133,8 @@ def _choose(rng: np.random.Generator, table: dict) -> str:
 def person_traits(seed: int, pid: int, spread: float = 1.0) -> PersonTraits:
     """The traits of person ``pid``; independent of every other person and of image order."""
     rng = np.random.default_rng([seed, 0, pid])
-    s = spread
-    height = float(np.clip(rng.normal(1.70, 0.09 * s), 1.45, 2.0))
+    s = spread * SHAPE_SPREAD
+    height = float(np.clip(rng.normal(1.70, 0.06 * s), 1.45, 2.0))
     build = float(np.clip(rng.normal(0, 1), -2.5, 2.5))  # shared factor: broad people are broad everywhere
     top_kind = _choose(rng, TOPS)
     _, covers, ins, puff, length = TOPS[top_kind]
@@ -153,18 +159,19 @@ def person_traits(seed: int, pid: int, spread: float = 1.0) -> PersonTraits:
     return PersonTraits(
         pid=pid,
         height=height,
-        shoulder=float(np.clip(0.19 + 0.018 * s * build + rng.normal(0, 0.012 * s), 0.14, 0.27)),
-        hip=float(np.clip(0.16 + 0.014 * s * build + rng.normal(0, 0.014 * s), 0.11, 0.23)),
-        chest_depth=float(np.clip(0.12 + 0.018 * s * build + rng.normal(0, 0.01 * s), 0.08, 0.19)),
-        belly=float(np.clip(0.02 + 0.03 * s * build + rng.normal(0, 0.015 * s), 0.0, 0.12)),
-        limb=float(np.clip(1.0 + 0.1 * s * build + rng.normal(0, 0.06 * s), 0.7, 1.35)),
-        head=float(np.clip(rng.normal(0.115, 0.008 * s), 0.095, 0.135)),
-        leg_ratio=float(np.clip(rng.normal(0.49, 0.02 * s), 0.43, 0.55)),
-        arm_ratio=float(np.clip(rng.normal(0.44, 0.015 * s), 0.39, 0.49)),
-        lean=float(np.clip(rng.normal(0.05, 0.07 * s), -0.1, 0.25)),
+        shoulder=float(np.clip(0.19 + 0.018 * s * build + rng.normal(0, 0.012 * s), 0.13, 0.29)),
+        hip=float(np.clip(0.16 + 0.014 * s * build + rng.normal(0, 0.014 * s), 0.10, 0.26)),
+        chest_depth=float(np.clip(0.12 + 0.018 * s * build + rng.normal(0, 0.01 * s), 0.07, 0.22)),
+        belly=float(np.clip(0.02 + 0.03 * s * build + rng.normal(0, 0.015 * s), 0.0, 0.16)),
+        limb=float(np.clip(1.0 + 0.1 * s * build + rng.normal(0, 0.06 * s), 0.65, 1.45)),
+        head=float(np.clip(rng.normal(0.115, 0.008 * s), 0.09, 0.145)),
+        leg_ratio=float(np.clip(rng.normal(0.49, 0.02 * s), 0.41, 0.57)),
+        arm_ratio=float(np.clip(rng.normal(0.44, 0.015 * s), 0.38, 0.50)),
+        lean=float(np.clip(rng.normal(0.05, 0.07 * s), -0.15, 0.3)),
+        arms=str(rng.choice(ARMS, p=ARMS_P)),
         skin=_pick(rng, SKIN, jitter=0.03),
         hair_style=str(rng.choice(HAIR_STYLES, p=[0.36, 0.2, 0.2, 0.08, 0.08, 0.08])),
-        hair_volume=float(np.clip(rng.normal(1.0, 0.1 * s), 0.8, 1.3)),
+        hair_volume=float(np.clip(rng.normal(1.0, 0.1 * s), 0.75, 1.4)),
         hair=_pick(rng, HAIR, HAIR_P),
         top=top,
         bottom=bottom,
