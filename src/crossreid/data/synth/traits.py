@@ -60,7 +60,7 @@ class Garment:
     period: float                          # pattern period in metres
     cover: float                           # share of the limb covered (sleeve / leg length)
     insulation: float                      # 0 = skin temperature on the surface, 1 = ambient
-    nir: float                             # near-infrared reflectance (unrelated to colour)
+    nir: float                             # near-infrared reflectance (partly follows the colour's lightness)
     nir2: float                            # near-infrared reflectance of the pattern's second dye
     puff: float = 0.0                      # added thickness in metres (padding, loose fabric)
     length: float = 0.0                    # top: hem below the waist (m); skirt: hem above the ankle share
@@ -109,14 +109,21 @@ def _colour(rng: np.random.Generator) -> tuple[float, float, float]:
     return tuple(float(c) for c in rgb)
 
 
+def _nir(colour: tuple[float, float, float], fabric: float) -> float:
+    """NIR reflectance: half the visible lightness (black dyes with carbon absorb NIR too), half
+    the fabric's own draw (many dyes are transparent in NIR, so a dark garment can glow)."""
+    return float(np.clip(0.5 * float(np.dot(colour, (0.3, 0.59, 0.11))) + 0.5 * fabric, 0.03, 0.97))
+
+
 def _garment(rng: np.random.Generator, kind: str, colour: tuple[float, float, float], covers: tuple[float, ...],
              insulation: tuple[float, float], puff: float = 0.0, length: float = 0.0) -> Garment:
     pattern = str(rng.choice(PATTERNS, p=[0.5, 0.28, 0.22]))
-    nir = float(rng.uniform(0.1, 0.9))
-    return Garment(kind=kind, colour=colour, colour2=_colour(rng), pattern=pattern,
+    fabric = float(rng.uniform(0.1, 0.9))
+    colour2 = _colour(rng)
+    return Garment(kind=kind, colour=colour, colour2=colour2, pattern=pattern,
                    period=float(rng.uniform(0.06, 0.16)), cover=float(rng.choice(covers)),
-                   insulation=float(rng.uniform(*insulation)), nir=nir,
-                   nir2=float(np.clip(nir + rng.choice([-1, 1]) * rng.uniform(0.25, 0.5), 0.05, 0.95)),
+                   insulation=float(rng.uniform(*insulation)), nir=_nir(colour, fabric),
+                   nir2=_nir(colour2, float(np.clip(fabric + rng.choice([-1, 1]) * rng.uniform(0.25, 0.5), 0.05, 0.95))),
                    puff=puff * float(rng.uniform(0.7, 1.3)), length=length * float(rng.uniform(0.8, 1.2)))
 
 
