@@ -62,7 +62,7 @@ def depth_to_unit(depth_mm: np.ndarray) -> np.ndarray:
 
 # Depth encodings for the network (data.depth_encoding).
 DEPTH_ENCODINGS = ("global", "relative", "normals")
-DEFAULT_DEPTH_ENCODING = "global"  # chosen from the depth->depth measurement in docs/synthetic.md
+DEFAULT_DEPTH_ENCODING = "normals"  # chosen from the depth->depth measurement in docs/synthetic.md
 RELIEF_MM = 600.0          # relative: ± this many mm around the person's depth map to [0, 1]
 CROP_HEIGHT_MM = 2000.0    # normals: a person crop spans about this much vertically (pixel size)
 

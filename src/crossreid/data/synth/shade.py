@@ -82,7 +82,7 @@ def shade_depth(geom: Geometry, cam: Camera, view: View, backdrop: Backdrop,
     edge[:, :-1] |= jump
     shadow = int(rng.integers(1, 3))
     edge[:, :-shadow] |= edge[:, shadow:]
-    drop = (edge & (rng.random((h, w)) < 0.7)) | ((geom.labels == HAIR) & (rng.random((h, w)) < 0.25))
+    drop = (edge & (rng.random((h, w)) < 0.5)) | ((geom.labels == HAIR) & (rng.random((h, w)) < 0.25))
     for _ in range(rng.poisson(1.5)):
         y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
         drop[y:y + int(rng.integers(2, 7)), x:x + int(rng.integers(2, 6))] = True

@@ -48,7 +48,7 @@ ARMS = ("swing", "pockets", "carry", "crossed")  # how a person holds the arms w
 ARMS_P = (0.55, 0.17, 0.17, 0.11)
 # Population spread of body shape at trait_spread = 1 (wider than real populations: a
 # 64x32 crop shows only coarse shape, so the spread is what makes shape identifying).
-SHAPE_SPREAD = 1.6
+SHAPE_SPREAD = 2.0
 
 
 @dataclass(frozen=True)
