@@ -127,7 +127,7 @@ def calibration_table(difficulty: str, measured: dict) -> list[dict]:
 
 def format_table(difficulty: str, rows: list[dict]) -> str:
     lines = [f"calibration, difficulty {difficulty} (synthetic data; R1 %, tolerance ±{TOLERANCE:g} points)",
-             f"| row | R1 measured | target | pass | per direction |", "| --- | --- | --- | --- | --- |"]
+             "| row | R1 measured | target | pass | per direction |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         per = ", ".join(f"{d} {v:.1f}" for d, v in r["per_direction"].items())
         lines.append(f"| {r['row']} | {r['rank1']:.1f} | {r['target'][0]}–{r['target'][1]} | "

@@ -136,7 +136,8 @@ def _parts(tr: PersonTraits, joints: dict[str, np.ndarray], yaw: float) -> list[
     if top.length > 0:  # a jacket or coat hangs below the waist, flaring out over the legs
         hem = np.array([0.0, waist - top.length, 0.0])
         flare = 0.25 * top.length
-        parts.append((top_end, hem, width(tr.hip * 1.1 + pt, cd + pt), width(tr.hip * 1.1 + pt + flare, cd + pt + flare),
+        parts.append((top_end, hem, width(tr.hip * 1.1 + pt, cd + pt),
+                      width(tr.hip * 1.1 + pt + flare, cd + pt + flare),
                       0.01, 4, thick(tr.hip * 1.1 + pt + flare, cd + pt + flare), TOP, TOP, 1.0))
     if bottom.kind == "skirt":
         hem = np.array([0.0, bottom.length * leg, 0.0])

@@ -123,7 +123,8 @@ def _garment(rng: np.random.Generator, kind: str, colour: tuple[float, float, fl
     return Garment(kind=kind, colour=colour, colour2=colour2, pattern=pattern,
                    period=float(rng.uniform(0.06, 0.16)), cover=float(rng.choice(covers)),
                    insulation=float(rng.uniform(*insulation)), nir=_nir(colour, fabric),
-                   nir2=_nir(colour2, float(np.clip(fabric + rng.choice([-1, 1]) * rng.uniform(0.25, 0.5), 0.05, 0.95))),
+                   nir2=_nir(colour2, float(np.clip(fabric + rng.choice([-1, 1]) * rng.uniform(0.25, 0.5),
+                                                    0.05, 0.95))),
                    puff=puff * float(rng.uniform(0.7, 1.3)), length=length * float(rng.uniform(0.8, 1.2)))
 
 
