@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crossreid.data.images import DEFAULT_DEPTH_ENCODING
 from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
@@ -30,6 +31,8 @@ class DataConfig(_Strict):
     width: int = Field(64, ge=8)
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth", "ir"])
     cache: Literal["memory", "none"] = "memory"
+    # How depth becomes network input (crossreid.data.images.encode_depth; docs/synthetic.md).
+    depth_encoding: Literal["global", "relative", "normals"] = DEFAULT_DEPTH_ENCODING
 
     @model_validator(mode="after")
     def _check_synth(self) -> "DataConfig":
@@ -37,7 +40,14 @@ class DataConfig(_Strict):
         if self.dataset == "synthetic" and self.root is None:
             from crossreid.data.synth import SynthParams
 
-            self.__dict__["synth"] = SynthParams(**self.synth).model_dump()
+            try:
+                self.__dict__["synth"] = SynthParams(**self.synth).model_dump()
+            except ValidationError as exc:  # name the nested key: data.synth.<field>
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                given = f" (got {err['input']!r})" if where else ""
+                raise UserError(f"'data.synth{'.' + where if where else ''}': {err['msg']}{given}; fix the value") \
+                    from None
         return self
 
     @field_validator("modalities")

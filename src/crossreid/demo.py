@@ -30,7 +30,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     setup_process(base.train)
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
-    stores = TestStores.of(catalog, base.data.height, base.data.width)
+    stores = TestStores.of(catalog, base.data)
     results: dict = {}
     features: dict = {}
     for label, cfg in configs.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossreid.config import RunConfig
+from crossreid.config import DataConfig, RunConfig
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.engine.trainer import Trainer
@@ -22,9 +22,10 @@ class TestStores:
     gallery: ImageStore
 
     @classmethod
-    def of(cls, catalog: Catalog, height: int, width: int) -> "TestStores":
-        query = ImageStore(catalog.query, height, width)
-        gallery = query if catalog.gallery is catalog.query else ImageStore(catalog.gallery, height, width)
+    def of(cls, catalog: Catalog, data: DataConfig) -> "TestStores":
+        """The pools at the size and depth encoding of ``data`` (the run config's data section)."""
+        query = ImageStore.for_data(catalog.query, data)
+        gallery = query if catalog.gallery is catalog.query else ImageStore.for_data(catalog.gallery, data)
         return cls(query, gallery)
 
 
@@ -86,7 +87,7 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     if updates:
         cfg.data = cfg.data.model_copy(update=updates)
     catalog = open_catalog(cfg.data, progress=progress)
-    stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
+    stores = TestStores.of(catalog, cfg.data)
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                   metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
                                   batch_size=cfg.eval.batch_size, progress=progress, rerank=rerank)

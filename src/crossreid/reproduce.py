@@ -105,7 +105,7 @@ def run_set(which: str, out: Path, seeds: list[int], only: list[str] | None = No
             if catalog is None:
                 setup_process(cfg.train)
                 catalog = open_catalog(cfg.data, progress=progress)
-                stores = TestStores.of(catalog, cfg.data.height, cfg.data.width)
+                stores = TestStores.of(catalog, cfg.data)
             click.echo(f"[{name} seed {seed}] training {cfg.method.name}")
             start = time.perf_counter()
             run = train_and_evaluate(cfg, run_dir, catalog, stores, overwrite=True, progress=progress)

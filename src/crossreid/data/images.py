@@ -3,6 +3,9 @@
 RGB decodes to uint8 H×W×3. Infrared decodes to uint8 H×W (3-channel IR files, as in
 SYSU-MM01, are converted to luminance deliberately). Depth decodes to float32 H×W in
 millimetres (0 = no reading) from 16-bit PNG or PGM (big-endian, as in BIWI).
+
+``encode_depth`` turns millimetres into network input, in one of ``DEPTH_ENCODINGS``
+(see docs/synthetic.md, "Depth encodings"): every store of every split calls it.
 """
 
 from __future__ import annotations
@@ -75,12 +78,82 @@ def depth_to_unit(depth_mm: np.ndarray) -> np.ndarray:
     return unit
 
 
-def to_float_chw(array: np.ndarray, modality: Modality) -> np.ndarray:
-    """A decoded array as float32 C×H×W in [0, 1]; single-channel modalities become 3 channels."""
+# Depth encodings for the network (data.depth_encoding).
+DEPTH_ENCODINGS = ("global", "relative", "normals")
+DEFAULT_DEPTH_ENCODING = "normals"  # chosen from the depth->depth measurement in docs/synthetic.md
+RELIEF_MM = 600.0          # relative: ± this many mm around the person's depth map to [0, 1]
+CROP_HEIGHT_MM = 2000.0    # normals: a person crop spans about this much vertically (pixel size)
+
+
+def depth_channels(encoding: str) -> int:
+    """Channels ``encode_depth`` gives: 3 for surface normals, else 1."""
+    return 3 if encoding == "normals" else 1
+
+
+def person_depth_mm(depth_mm: np.ndarray) -> float:
+    """The person's depth in a re-ID crop (0 if no reading): the median of the upper central
+    strip's (head and torso) readings within 300 mm of their 30th percentile, so neither a wall
+    behind a thin (side-view) person nor a low occluder in front of the legs takes over."""
+    h, w = depth_mm.shape
+    centre = depth_mm[h // 8:h // 2, w // 3:w - w // 3]
+    valid = centre[centre > 0]
+    if not valid.size:
+        return 0.0
+    near = np.percentile(valid, 30)
+    return float(np.median(valid[np.abs(valid - near) <= 300.0]))
+
+
+def _relief_mask(d: np.ndarray) -> tuple[np.ndarray, float]:
+    """Valid readings within RELIEF_MM of the person's depth (background and holes are off)."""
+    ref = person_depth_mm(d)
+    return (d > 0) & (np.abs(d - ref) <= RELIEF_MM), ref
+
+
+def encode_depth(depth_mm: np.ndarray, encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
+    """Depth in millimetres (H×W, 0 = no reading) as float32 C×H×W network input in [0, 1].
+
+    ``global``: the sensor range 0.5-8 m, near bright (a body's relief is a few percent of it).
+    ``relative``: metric relief around the person's depth (``person_depth_mm``), ±RELIEF_MM mapped to 1..0
+    (near bright); holes and readings outside the window are 0.
+    ``normals``: surface normals from depth gradients, pixel size from a crop height of
+    CROP_HEIGHT_MM; each component (x right, y down, z toward the camera) mapped to [0, 1]
+    by (n + 1) / 2, gradients taken between valid neighbours only; holes and readings outside
+    the relief window are 0 in every channel.
+    """
+    d = np.asarray(depth_mm, dtype=np.float32)
+    if encoding == "global":
+        return depth_to_unit(d)[None]
+    if encoding not in DEPTH_ENCODINGS:
+        raise UserError(f"data.depth_encoding: unknown encoding {encoding!r}; valid: {', '.join(DEPTH_ENCODINGS)}")
+    mask, ref = _relief_mask(d)
+    if encoding == "relative":
+        return np.where(mask, 0.5 - (d - ref) / (2 * RELIEF_MM), 0.0).astype(np.float32)[None]
+    pixel_mm = CROP_HEIGHT_MM / d.shape[0]
+    gy, gx = (_masked_gradient(d, mask, axis) / pixel_mm for axis in (0, 1))
+    n = np.stack([-gx, -gy, np.ones_like(d)])
+    n /= np.linalg.norm(n, axis=0, keepdims=True)
+    return np.where(mask[None], (n + 1) / 2, 0.0).astype(np.float32)
+
+
+def _masked_gradient(d: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+    """Depth change per pixel along ``axis`` from valid neighbours only (central, else one-sided, else 0)."""
+    dm = np.moveaxis(np.where(mask, d, 0.0), axis, 0)
+    m = np.moveaxis(mask, axis, 0)
+    prev, nxt = np.zeros_like(dm), np.zeros_like(dm)
+    prev_ok, next_ok = np.zeros_like(m), np.zeros_like(m)
+    prev[1:], prev_ok[1:] = dm[:-1], m[:-1]
+    nxt[:-1], next_ok[:-1] = dm[1:], m[1:]
+    g = np.where(prev_ok & next_ok, (nxt - prev) / 2,
+                 np.where(next_ok, nxt - dm, np.where(prev_ok, dm - prev, 0.0)))
+    return np.moveaxis(g, 0, axis)
+
+
+def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
+    """A decoded array as float32 C×H×W in [0, 1]; single-channel inputs become 3 channels."""
     if modality is Modality.RGB:
         return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0
     if modality is Modality.DEPTH:
-        unit = depth_to_unit(array)
+        chw = encode_depth(array, depth_encoding)
     else:
-        unit = array.astype(np.float32) / 255.0
-    return np.ascontiguousarray(np.broadcast_to(unit, (3,) + unit.shape), dtype=np.float32)
+        chw = array.astype(np.float32)[None] / 255.0
+    return np.ascontiguousarray(np.broadcast_to(chw, (3,) + chw.shape[1:]), dtype=np.float32)

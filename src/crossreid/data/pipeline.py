@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from crossreid.data.images import decode, depth_to_unit
+from crossreid.data.images import DEFAULT_DEPTH_ENCODING, decode, depth_channels, encode_depth
 from crossreid.data.samples import Sample
 from crossreid.io import atomic_path
 from crossreid.modality import Modality
@@ -30,17 +30,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_resized(sample: Sample, height: int, width: int) -> torch.Tensor:
-    """One sample as a float16 C×H×W tensor in [0, 1] at the model size."""
-    return resize_decoded(decode(sample.path, sample.modality), sample.modality, height, width)
+def load_resized(sample: Sample, height: int, width: int,
+                 depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> torch.Tensor:
+    """One sample as a float16 C×H×W tensor in [0, 1] at the model size (depth encoded after resizing)."""
+    return resize_decoded(decode(sample.path, sample.modality), sample.modality, height, width, depth_encoding)
 
 
-def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: int) -> torch.Tensor:
+def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: int,
+                   depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> torch.Tensor:
     """A decoded array (see :func:`crossreid.data.images.decode`) as :func:`load_resized` gives it."""
     if modality is Modality.DEPTH:
         # Nearest keeps holes (0 = no reading) from bleeding into valid depth.
         resized = np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((width, height), Image.NEAREST))
-        chw = depth_to_unit(resized)[None]
+        chw = encode_depth(resized, depth_encoding)
     else:
         img = Image.fromarray(array).resize((width, height), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.float32) / 255.0
@@ -48,8 +50,10 @@ def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: in
     return torch.from_numpy(np.ascontiguousarray(chw)).to(torch.float16)
 
 
-def channels(modality: Modality) -> int:
-    """Channels ``load_resized`` gives a modality: 3 for RGB, 1 for depth and IR."""
+def channels(modality: Modality, depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> int:
+    """Channels ``load_resized`` gives a modality: 3 for RGB, 1 for IR, 1 or 3 for depth (by encoding)."""
+    if modality is Modality.DEPTH:
+        return depth_channels(depth_encoding)
     return 3 if modality is Modality.RGB else 1
 
 
@@ -58,17 +62,26 @@ class ImageStore:
 
     ``disk_dir``: keep them in a float16 ``.npy`` there instead (built by ``preload``,
     memory-mapped by every later store over the same files and size).
+    ``depth_encoding``: how depth becomes network input (``crossreid.data.images.encode_depth``);
+    build stores from a run config with ``ImageStore.for_data`` so every split uses the same one.
     """
 
     def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: bool = True,
-                 threads: int = 2, disk_dir: str | Path | None = None, root: str | Path | None = None) -> None:
+                 threads: int = 2, disk_dir: str | Path | None = None, root: str | Path | None = None,
+                 depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> None:
         self.samples, self.height, self.width = list(samples), height, width
+        self.depth_encoding = depth_encoding
         self.cache = cache
         self.threads = threads
         self.disk_dir, self.root = (Path(disk_dir) if disk_dir else None), root
         self._cache: dict[int, torch.Tensor] = {}
         self._planes: np.ndarray | None = None
-        self._offsets = np.cumsum([0] + [channels(s.modality) for s in self.samples])
+        self._offsets = np.cumsum([0] + [channels(s.modality, depth_encoding) for s in self.samples])
+
+    @classmethod
+    def for_data(cls, samples: Sequence[Sample], data, **options) -> "ImageStore":
+        """A store at the size and depth encoding of ``data`` (a ``DataConfig``)."""
+        return cls(samples, data.height, data.width, depth_encoding=data.depth_encoding, **options)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,12 +92,13 @@ class ImageStore:
         for s in self.samples:
             st = Path(s.path).stat() if Path(s.path).exists() else None
             files.append([str(s.path), s.modality.value, st.st_size if st else -1, st.st_mtime_ns if st else -1])
-        key = json.dumps([str(self.root or ""), self.height, self.width, files])
+        key = json.dumps([str(self.root or ""), self.height, self.width, self.depth_encoding, files])
         return self.disk_dir / f"images-{self.height}x{self.width}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
 
     def _decoded(self, todo: list[int], progress: bool, desc: str):
         with ThreadPoolExecutor(self.threads) as pool:
-            results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width)), todo)
+            results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width,
+                                                          self.depth_encoding)), todo)
             yield from tqdm(results, total=len(todo), desc=desc, disable=not progress, leave=False)
 
     def _open_disk(self, progress: bool, desc: str) -> None:
@@ -116,7 +130,7 @@ class ImageStore:
             return torch.from_numpy(np.array(self._planes[self._offsets[index]:self._offsets[index + 1]]))
         tensor = self._cache.get(index)
         if tensor is None:
-            tensor = load_resized(self.samples[index], self.height, self.width)
+            tensor = load_resized(self.samples[index], self.height, self.width, self.depth_encoding)
             if self.cache:
                 self._cache[index] = tensor
         return tensor

@@ -106,13 +106,12 @@ class Trainer:
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         if t.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        store = dict(height=cfg.data.height, width=cfg.data.width, cache=cfg.data.cache == "memory",
-                     threads=t.decode_workers, root=catalog.root,
+        store = dict(cache=cfg.data.cache == "memory", threads=t.decode_workers, root=catalog.root,
                      disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
-        self.store = ImageStore(catalog.train, **store)
+        self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
         self.val_catalog = Catalog(catalog.name, catalog.root, query=val, gallery=val)
-        self.val_store = ImageStore(val, **store)
+        self.val_store = ImageStore.for_data(val, cfg.data, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
         self.samplers = [self._sampler(si, stage) for si, stage in enumerate(self.method.stages())]
         self._preload()

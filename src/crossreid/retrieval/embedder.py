@@ -45,6 +45,7 @@ class Embedder:
         self.device = torch.device(device)
         self.method.to(self.device)
         self.height, self.width = self.cfg.data.height, self.cfg.data.width
+        self.depth_encoding = self.cfg.data.depth_encoding  # the run's own depth input
         self._weights_id: str | None = None
 
     @property
@@ -114,7 +115,7 @@ class Embedder:
         """The normalised B×3×H×W float32 batch the network takes (the ONNX models' input too)."""
         m = self.method.check_modality(modality)
         planes = [resize_decoded(self._decoded(img, m, f"image {i}" if not isinstance(img, (str, Path)) else str(img)),
-                                 m, self.height, self.width) for i, img in enumerate(images)]
+                                 m, self.height, self.width, self.depth_encoding) for i, img in enumerate(images)]
         if not planes:
             return torch.empty((0, 3, self.height, self.width))
         return normalize(torch.stack([p.float().expand(3, -1, -1) for p in planes]))
@@ -141,7 +142,7 @@ class Embedder:
 
         for m in {s.modality for s in samples}:
             self.method.check_modality(m)
-        store = ImageStore(samples, self.height, self.width, cache=False)
+        store = ImageStore.for_data(samples, self.cfg.data, cache=False)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())

@@ -53,13 +53,14 @@ def make_cameras(params: SynthParams) -> list[Camera]:
         kind = "rgbd" if cam <= params.rgbd_cameras else "ir"
         cams.append(Camera(
             cam=cam, kind=kind, modalities=tuple(camera_modalities(params, cam)),
-            viewpoint=name, yaw=yaw + float(rng.normal(0, 10)), yaw_spread=float(rng.uniform(15, 35)),
+            viewpoint=name, yaw=yaw + float(rng.normal(0, 10)),
+            yaw_spread=float(rng.uniform(15, 35)) * params.viewpoint_spread,
             distance=float(rng.uniform(2.0, 4.5)), fill=float(rng.uniform(0.78, 0.92)),
             gain=float(rng.uniform(0.6, 1.25)),
             cast=tuple(float(c) for c in np.clip(1 + rng.normal(0, 0.08, 3), 0.75, 1.25)),
-            light=float(rng.uniform(-0.7, 0.7)), noise=float(rng.uniform(1.5, 5.0)),
-            occlusion=float(rng.uniform(0.05, 0.3)), ambient=float(rng.uniform(14, 26)),
-            nir_mix=float(rng.uniform(0.1, 0.35)),
+            light=float(rng.uniform(-0.7, 0.7)), noise=float(rng.uniform(1.5, 5.0)) * params.noise,
+            occlusion=min(0.9, float(rng.uniform(0.05, 0.3)) * params.occlusion), ambient=float(rng.uniform(14, 26)),
+            nir_mix=float(rng.uniform(0.25, 0.55)),
             wall=float(rng.choice([0.0, rng.uniform(4.5, 7.5)])),
             seed=(params.seed, 1, cam, 7)))
     return cams

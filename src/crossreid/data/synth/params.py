@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pydantic
@@ -12,8 +12,18 @@ import pydantic
 from crossreid.errors import UserError
 
 # Bump when the rendered pixels change for the same parameters (invalidates caches).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 KNOWN_MODALITIES = ("rgb", "depth", "ir")
+
+# Difficulty presets: nuisance and overlap levels (docs/synthetic.md, "Difficulty").
+# trait_spread scales the population spread of body shape (lower: persons overlap more);
+# occlusion, viewpoint_spread and noise scale the cameras' occluder probability, per-image
+# yaw spread and sensor noise. A value given explicitly overrides the preset's.
+DIFFICULTIES: dict[str, dict[str, float]] = {
+    "easy": {"trait_spread": 1.25, "occlusion": 0.5, "viewpoint_spread": 0.6, "noise": 0.6},
+    "default": {"trait_spread": 1.0, "occlusion": 1.0, "viewpoint_spread": 1.0, "noise": 1.0},
+    "hard": {"trait_spread": 0.7, "occlusion": 2.0, "viewpoint_spread": 1.6, "noise": 1.8},
+}
 
 
 class SynthParams(pydantic.BaseModel, extra="forbid"):
@@ -31,6 +41,20 @@ class SynthParams(pydantic.BaseModel, extra="forbid"):
     seed: int = pydantic.Field(0, ge=0)
     depth_time_offset: float = pydantic.Field(
         0.0, ge=-0.5, le=0.5, description="pose-phase offset of depth vs rgb, in gait cycles (RobotPKU-like)")
+    difficulty: Literal["easy", "default", "hard"] = pydantic.Field(
+        "default", description="preset for the four levels below (those left unset)")
+    trait_spread: Optional[float] = pydantic.Field(None, gt=0.0, le=2.0, description="population spread of body shape")
+    occlusion: Optional[float] = pydantic.Field(None, ge=0.0, le=3.0, description="occluder probability scale")
+    viewpoint_spread: Optional[float] = pydantic.Field(None, ge=0.0, le=3.0, description="per-image yaw spread scale")
+    noise: Optional[float] = pydantic.Field(None, ge=0.0, le=4.0, description="sensor noise scale")
+
+    @pydantic.model_validator(mode="after")
+    def _preset(self) -> "SynthParams":
+        """Fill the levels left unset from the difficulty preset (explicit values win)."""
+        for name, value in DIFFICULTIES[self.difficulty].items():
+            if getattr(self, name) is None:
+                self.__dict__[name] = value
+        return self
 
     @pydantic.field_validator("modalities")
     @classmethod

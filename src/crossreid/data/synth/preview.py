@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from crossreid.data.images import depth_to_unit
+from crossreid.data.images import encode_depth
 from crossreid.data.synth.params import SynthParams
 from crossreid.data.synth.render import Renderer
 from crossreid.io import atomic_path
@@ -16,7 +16,8 @@ from crossreid.io import atomic_path
 def _as_rgb(array: np.ndarray, modality: str) -> np.ndarray:
     if modality == "rgb":
         return array
-    grey = (depth_to_unit(array) * 255).astype(np.uint8) if modality == "depth" else array
+    # Depth shown person-relative (near bright), so its relief is visible.
+    grey = (encode_depth(array, "relative")[0] * 255).astype(np.uint8) if modality == "depth" else array
     return np.repeat(grey[..., None], 3, axis=2)
 
 

@@ -33,7 +33,7 @@ class Renderer:
         self.params = params
         self.cameras = make_cameras(params)
         self.backdrops: list[Backdrop] = [make_backdrop(c, params.height, params.width) for c in self.cameras]
-        self.traits = lru_cache(maxsize=None)(lambda pid: person_traits(params.seed, pid))
+        self.traits = lru_cache(maxsize=None)(lambda pid: person_traits(params.seed, pid, params.trait_spread))
 
     def shot(self, pid: int, cam: int, t: int) -> Shot:
         p = self.params

@@ -16,8 +16,8 @@ from crossreid.data.synth.cameras import Camera
 from crossreid.data.synth.traits import PersonTraits
 
 # Material labels of the rasterised map.
-BG, SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, OCCLUDER, TOP2, BOTTOM2 = range(10)
-MATERIALS = 10
+BG, SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, OCCLUDER, TOP2, BOTTOM2, HAT = range(11)
+MATERIALS = 11
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,24 @@ def _skeleton(tr: PersonTraits, phase: float) -> dict[str, np.ndarray]:
         j["heel_" + side] = ankle + np.array([0.0, -0.03, -0.04])
         aswing = -0.8 * swing
         elbow_bend = 0.15 + 0.35 * max(0.0, aswing)
+        style = tr.arms if side == "r" or tr.arms != "carry" else "swing"
+        if style == "pockets":  # hands in the pockets: arms hang still, forearms bent to the hips
+            aswing, elbow_bend = 0.05 * aswing, 0.55
+        elif style == "carry":  # the right forearm held forward (a phone, a cup)
+            aswing, elbow_bend = 0.1 * aswing, 1.45
+        elif style == "crossed":  # arms folded in front of the chest
+            aswing, elbow_bend = 0.15, 1.9
         shoulder = np.array([sign * (tr.shoulder - 0.035), sy - 0.02, 0.0])
         elbow = shoulder + 0.43 * arm * np.array([sign * 0.06, -np.cos(aswing), np.sin(aswing)])
-        wrist = elbow + 0.57 * arm * np.array([sign * 0.04, -np.cos(aswing + elbow_bend),
+        inward = -0.55 if style == "crossed" else 0.04
+        wrist = elbow + 0.57 * arm * np.array([sign * inward, -np.cos(aswing + elbow_bend),
                                                np.sin(aswing + elbow_bend)])
         j["shoulder_" + side], j["elbow_" + side], j["wrist_" + side] = shoulder, elbow, wrist
+    # Posture: the upper body leans forward about the pelvis.
+    cl, sl = np.cos(tr.lean), np.sin(tr.lean)
+    for name in ("neck", "head", "shoulder_l", "shoulder_r", "elbow_l", "elbow_r", "wrist_l", "wrist_r"):
+        y, z = j[name][1] - leg, j[name][2]
+        j[name] = np.array([j[name][0], leg + cl * y - sl * z, sl * y + cl * z])
     return j
 
 
@@ -98,32 +111,63 @@ def _parts(tr: PersonTraits, joints: dict[str, np.ndarray], yaw: float) -> list[
     def thick(front: float, side: float) -> float:  # half-depth seen from the camera
         return float(np.hypot(front * s, side * c))
 
-    j, lf = joints, tr.limb
-    waist = tr.leg_ratio * tr.height + 0.1
-    crotch = tr.leg_ratio * tr.height - 0.07
-    top_end, bot_start = np.array([0.0, waist, 0.0]), np.array([0.0, crotch, 0.0])
-    cd = tr.chest_depth
+    def blob(centre, half_w: float, half_d: float, half_h: float, mat: int) -> tuple:  # an ellipsoid
+        centre = np.asarray(centre, dtype=float)
+        return (centre + [0, half_h, 0], centre - [0, half_h, 0], width(half_w, half_d), width(half_w, half_d),
+                0.0, 2, thick(half_w, half_d), mat, mat, 1.0)
+
+    j, lf, top, bottom = joints, tr.limb, tr.top, tr.bottom
+    leg = tr.leg_ratio * tr.height
+    waist, crotch = leg + 0.1, leg - 0.07
+    lean = np.array([0.0, 0.0, np.sin(tr.lean)])
+    top_end, bot_start = np.array([0.0, waist, 0.0]) + 0.1 * lean, np.array([0.0, crotch, 0.0])
+    cd, pt = tr.chest_depth, top.puff
     parts = [
-        (j["neck"] + [0, 0.01, 0], top_end, width(tr.shoulder, cd), width(tr.hip * 1.02, cd),
-         0.015, 4, thick(tr.shoulder, cd), TOP, TOP, 1.0),
+        (j["neck"] + [0, 0.01, 0], top_end, width(tr.shoulder + pt, cd + pt), width(tr.hip * 1.02 + pt, cd + pt),
+         0.015, 4, thick(tr.shoulder + pt, cd + pt), TOP, TOP, 1.0),
         (top_end + [0, 0.03, 0], bot_start, width(tr.hip * 1.02, cd), width(tr.hip * 1.05, cd),
          0.02, 4, thick(tr.hip, cd), BOTTOM, BOTTOM, 1.0),
         (j["neck"] - [0, 0.02, 0], j["head"], 0.05, 0.05, 0.0, 2, 0.05, SKIN, SKIN, 1.0),
-        (j["head"] - [0, tr.head, 0], j["head"] + [0, tr.head, 0], 0.8 * tr.head, 0.8 * tr.head,
-         0.0, 2, 0.8 * tr.head, SKIN, SKIN, 1.0),
+        blob(j["head"], 0.8 * tr.head, 0.85 * tr.head, tr.head, SKIN),
     ]
-    if tr.hair_style != "bald":
-        hc = j["head"] + [0, 0.015, -0.035]
-        parts.append((hc - [0, tr.head, 0], hc + [0, 1.02 * tr.head, 0], 0.86 * tr.head, 0.86 * tr.head,
-                      0.0, 2, 0.88 * tr.head, HAIR, HAIR, 1.0))
-        drop = {"short": 0.0, "medium": 0.12, "long": 0.32}[tr.hair_style]
+    if tr.belly > 0.005:  # the abdomen bulges forward under the top
+        parts.append(blob(top_end + [0, 0.14, 0.45 * cd + 0.5 * tr.belly + 0.5 * pt], 0.85 * tr.hip + pt,
+                          0.55 * cd + 0.5 * tr.belly + 0.5 * pt, 0.17, TOP))
+    if top.length > 0:  # a jacket or coat hangs below the waist, flaring out over the legs
+        hem = np.array([0.0, waist - top.length, 0.0])
+        flare = 0.25 * top.length
+        parts.append((top_end, hem, width(tr.hip * 1.1 + pt, cd + pt),
+                      width(tr.hip * 1.1 + pt + flare, cd + pt + flare),
+                      0.01, 4, thick(tr.hip * 1.1 + pt + flare, cd + pt + flare), TOP, TOP, 1.0))
+    if bottom.kind == "skirt":
+        hem = np.array([0.0, bottom.length * leg, 0.0])
+        flare = 0.08 + 0.12 * (1 - bottom.length)
+        parts.append((top_end + [0, 0.03, 0], hem, width(tr.hip * 1.05, cd), width(tr.hip + flare, cd + flare),
+                      0.01, 4, thick(tr.hip + flare, cd + flare), BOTTOM, BOTTOM, 1.0))
+    head, hv = j["head"], tr.hair_volume
+    hat = tr.headwear.kind
+    if tr.hair_style != "bald" and hat not in ("hood",):
+        r = tr.head * hv * (1.25 if tr.hair_style == "curly" else 1.0)
+        parts.append(blob(head + [0, 0.02 + 0.3 * (r - tr.head), -0.03], 0.88 * r, 0.95 * r, 1.02 * r, HAIR))
+        drop = {"medium": 0.12, "long": 0.32}.get(tr.hair_style, 0.0)
         if drop:
-            back = j["head"] + [0, 0, -0.06]
-            parts.append((back, back - [0, tr.head + drop, 0], 0.8 * tr.head, 0.85 * tr.head, 0.02, 4,
-                          0.5 * tr.head, HAIR, HAIR, 1.0))
-    sleeve, legs = tr.top.cover, tr.bottom.cover
+            back = head + [0, 0, -0.06]
+            parts.append((back, back - [0, tr.head + drop, 0], 0.8 * r, 0.85 * r, 0.02, 4, 0.5 * r, HAIR, HAIR, 1.0))
+        if tr.hair_style == "bun":
+            parts.append(blob(head + [0, 1.05 * tr.head, -0.05], 0.055 * hv, 0.055 * hv, 0.05 * hv, HAIR))
+    if hat == "cap":
+        parts += [blob(head + [0, 0.45 * tr.head, -0.005], 0.9 * tr.head, 0.95 * tr.head, 0.62 * tr.head, HAT),
+                  blob(head + [0, 0.35 * tr.head, 0.11], 0.06, 0.06, 0.012, HAT)]
+    elif hat == "beanie":
+        parts.append(blob(head + [0, 0.55 * tr.head, -0.01], 0.95 * tr.head, 1.0 * tr.head, 0.75 * tr.head, HAT))
+    elif hat == "hat":
+        parts += [blob(head + [0, 0.55 * tr.head, 0], 0.19, 0.19, 0.015, HAT),
+                  blob(head + [0, 0.85 * tr.head, 0], 0.85 * tr.head, 0.9 * tr.head, 0.55 * tr.head, HAT)]
+    elif hat == "hood":
+        parts.append(blob(head + [0, 0.12 * tr.head, -0.03], 1.2 * tr.head, 1.25 * tr.head, 1.3 * tr.head, HAT))
+    sleeve, legs = top.cover, bottom.cover
     for side in ("l", "r"):
-        ua, fa = 0.045 * lf, 0.036 * lf
+        ua, fa = 0.045 * lf + 0.6 * pt, 0.036 * lf + 0.5 * pt
         parts += [
             (j["shoulder_" + side], j["elbow_" + side], ua, fa, ua, 4, ua, TOP, SKIN, sleeve / 0.43),
             (j["elbow_" + side], j["wrist_" + side], fa, 0.03 * lf, fa, 4, fa, TOP, SKIN, (sleeve - 0.43) / 0.57),
@@ -133,15 +177,22 @@ def _parts(tr: PersonTraits, joints: dict[str, np.ndarray], yaw: float) -> list[
              BOTTOM, SKIN, (legs - 0.5) / 0.5),
             (j["heel_" + side], j["toe_" + side], 0.045, 0.04, 0.02, 4, 0.045, SHOES, SHOES, 1.0),
         ]
-    sy = j["neck"][1]
-    if tr.bag == "backpack":
-        z = -(cd + 0.09)
-        parts.append((np.array([0, sy - 0.04, z]), np.array([0, sy - 0.42, z]), width(0.15, 0.09),
-                      width(0.16, 0.1), 0.02, 4, thick(0.15, 0.09), BAG, BAG, 1.0))
+    sy, bs = j["neck"][1], tr.bag_size
+    if tr.bag in ("backpack", "large_backpack"):
+        big = 1.35 if tr.bag == "large_backpack" else 1.0
+        half_d = 0.07 * big * bs
+        z = -(cd + pt + half_d + 0.01)
+        parts.append((np.array([0, sy - 0.05, z]) + 0.3 * lean, np.array([0, sy - 0.05 - 0.36 * big * bs, z]),
+                      width(0.14 * big * bs, half_d), width(0.15 * big * bs, half_d), 0.03, 4,
+                      thick(0.14 * big * bs, half_d), BAG, BAG, 1.0))
     elif tr.bag == "shoulder":
-        x, y = tr.shoulder + 0.06, tr.leg_ratio * tr.height
-        parts.append((np.array([x, y + 0.16, 0]), np.array([x, y - 0.08, 0]), width(0.05, 0.15),
-                      width(0.055, 0.16), 0.01, 4, thick(0.05, 0.15), BAG, BAG, 1.0))
+        x, y = tr.shoulder + pt + 0.05, leg
+        parts.append((np.array([x, y + 0.15 * bs, 0]), np.array([x, y - 0.1 * bs, 0]), width(0.045, 0.15 * bs),
+                      width(0.05, 0.16 * bs), 0.01, 4, thick(0.05, 0.16 * bs), BAG, BAG, 1.0))
+    elif tr.bag == "handbag":
+        w = j["wrist_r"]
+        parts.append((w - [0, 0.04, 0], w - [0, 0.04 + 0.22 * bs, 0], width(0.05, 0.13 * bs), width(0.06, 0.15 * bs),
+                      0.01, 4, thick(0.06, 0.15 * bs), BAG, BAG, 1.0))
     return parts
 
 

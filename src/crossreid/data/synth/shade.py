@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from crossreid.data.synth.cameras import Backdrop, Camera
-from crossreid.data.synth.scene import (BAG, BOTTOM, BOTTOM2, HAIR, MATERIALS, OCCLUDER, SHOES, SKIN, TOP,
-                                        TOP2, Geometry, View)
+from crossreid.data.synth.scene import (BAG, BOTTOM, BOTTOM2, HAIR, HAT, MATERIALS, OCCLUDER, SHOES, SKIN,
+                                        TOP, TOP2, Geometry, View)
 from crossreid.data.synth.traits import Garment, PersonTraits
 
 DEPTH_MAX_MM = 8000  # beyond the sensor range: no reading
@@ -49,8 +49,9 @@ def shade_rgb(geom: Geometry, labels: np.ndarray, tr: PersonTraits, cam: Camera,
               backdrop: Backdrop, rng: np.random.Generator) -> np.ndarray:
     h, w = labels.shape
     palette = np.zeros((MATERIALS, 3), dtype=np.float32)
-    palette[[SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, TOP2, BOTTOM2]] = [
-        tr.skin, tr.hair, tr.top.colour, tr.bottom.colour, tr.shoes, tr.bag_colour, tr.top.colour2, tr.bottom.colour2]
+    palette[[SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, TOP2, BOTTOM2, HAT]] = [
+        tr.skin, tr.hair, tr.top.colour, tr.bottom.colour, tr.shoes, tr.bag_colour, tr.top.colour2, tr.bottom.colour2,
+        tr.headwear.colour]
     palette[OCCLUDER] = rng.uniform(0.1, 0.8, 3)
     lz = np.sqrt(1 - cam.light ** 2)
     light = 0.45 + 0.55 * np.clip(cam.light * geom.nx + lz * geom.nz, 0.0, 1.0)
@@ -81,7 +82,7 @@ def shade_depth(geom: Geometry, cam: Camera, view: View, backdrop: Backdrop,
     edge[:, :-1] |= jump
     shadow = int(rng.integers(1, 3))
     edge[:, :-shadow] |= edge[:, shadow:]
-    drop = (edge & (rng.random((h, w)) < 0.7)) | ((geom.labels == HAIR) & (rng.random((h, w)) < 0.25))
+    drop = (edge & (rng.random((h, w)) < 0.5)) | ((geom.labels == HAIR) & (rng.random((h, w)) < 0.25))
     for _ in range(rng.poisson(1.5)):
         y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
         drop[y:y + int(rng.integers(2, 7)), x:x + int(rng.integers(2, 6))] = True
@@ -101,12 +102,12 @@ def shade_ir(geom: Geometry, labels: np.ndarray, tr: PersonTraits, cam: Camera, 
 
     temp = np.full(MATERIALS, amb, dtype=np.float32)
     nir = np.full(MATERIALS, 0.5, dtype=np.float32)
-    temp[[SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, TOP2, BOTTOM2]] = [
+    temp[[SKIN, HAIR, TOP, BOTTOM, SHOES, BAG, TOP2, BOTTOM2, HAT]] = [
         tr.skin_temp, amb + 0.5 * (tr.skin_temp - amb), surface(tr.top), surface(tr.bottom),
         amb + 0.2 * (tr.skin_temp - amb), amb + 0.05 * (tr.skin_temp - amb),
-        surface(tr.top) + 0.3, surface(tr.bottom) + 0.3]
-    nir[[SKIN, HAIR, TOP, BOTTOM, TOP2, BOTTOM2]] = [0.6, 0.3, tr.top.nir, tr.bottom.nir,
-                                                      1.0 - tr.top.nir, 1.0 - tr.bottom.nir]
+        surface(tr.top) + 0.3, surface(tr.bottom) + 0.3, surface(tr.headwear)]
+    nir[[SKIN, HAIR, TOP, BOTTOM, BAG, TOP2, BOTTOM2, HAT]] = [
+        0.6, 0.3, tr.top.nir, tr.bottom.nir, tr.bag_nir, tr.top.nir2, tr.bottom.nir2, tr.headwear.nir]
     temp[OCCLUDER] = amb + rng.uniform(-1.0, 3.0)
     body = geom.body
     emit = amb + (temp[labels] - amb) * (0.75 + 0.25 * geom.nz)
