@@ -22,10 +22,9 @@ import torch
 from crossreid.evaluation.distance import pairwise_distance
 from crossreid.evaluation.metrics import NO_EXCLUSION, SAME_ID_AND_CAMERA, SYSU_LOCATION, compute_metrics
 from crossreid.evaluation.reference import reference_metrics
-from crossreid.io import write_text
+from crossreid.io import write_marked_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- eval:start -->", "<!-- eval:end -->"
 
 
 def market(rng):
@@ -137,14 +136,7 @@ def table(rows, machine):
 
 
 def write_doc(text: str) -> None:
-    section = f"{START}\n## Evaluation\n\n{text}\n{END}"
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else \
-        "# Benchmarks\n\nMeasured speeds of crossreid components; each section names its machine.\n"
-    if START in old and END in old:
-        new = old[:old.index(START)] + section + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    write_text(DOC, new)
+    write_marked_section(DOC, "eval", "Evaluation", text)
 
 
 def main() -> None:

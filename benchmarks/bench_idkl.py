@@ -23,12 +23,11 @@ import torch
 
 from crossreid.config import load_config
 from crossreid.engine.trainer import make_optimizer
-from crossreid.io import write_text
+from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- idkl:start -->", "<!-- idkl:end -->"
 METHODS = {"agw": ["method.name=agw", "model.pooling=gem", "loss.label_smoothing=0"],
            "idkl": ["method.name=idkl", "model.pooling=gem", "loss.label_smoothing=0", "loss.triplet_margin=1.3"]}
 # (arch, height, width, P, K): K images per identity and modality, two modalities.
@@ -112,13 +111,7 @@ def main() -> None:
     text = table(rows, args.machine, load)
     print(text)
     if not args.no_write:
-        doc = DOC.read_text(encoding="utf-8")
-        section = f"{START}\n## IDKL against AGW (training step)\n\n{text}\n{END}"
-        if START in doc and END in doc:
-            doc = doc[:doc.index(START)] + section + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-        write_text(DOC, doc)
+        write_marked_section(DOC, "idkl", "IDKL against AGW (training step)", text)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import EpochPoint, Position, Trainer
-from crossreid.io import write_text
+from crossreid.io import write_marked_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- train:start -->", "<!-- train:end -->"
 METHODS = {"one_stream": [], "zero_padding": [], "two_stream": [], "agw": ["model.pooling=gem"],
            "cross_modal_distillation": ["model.head=embedding", "method.options.source=depth",
                                         "method.options.target=rgb"]}
@@ -178,13 +177,7 @@ def main() -> None:
     text = table(rows, caches, args.machine)
     print(text)
     if not args.no_write:
-        doc = DOC.read_text(encoding="utf-8")
-        section = f"{START}\n## Training\n\n{text}\n{END}"
-        if START in doc and END in doc:
-            doc = doc[:doc.index(START)] + section + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-        write_text(DOC, doc)
+        write_marked_section(DOC, "train", "Training", text)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,17 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 def cache_dir(kind: str) -> Path:
     """``$CROSSREID_CACHE/<kind>`` (default ``~/.cache/crossreid/<kind>``): synthetic data, decoded images."""
     return Path(os.environ.get("CROSSREID_CACHE", "~/.cache/crossreid")).expanduser() / kind
+
+
+def write_marked_section(path: str | Path, key: str, title: str, text: str) -> None:
+    """Replace (or append) the ``<!-- key:start -->`` … ``<!-- key:end -->`` section of a
+    markdown file with ``## title`` and ``text``, atomically (benchmarks write their docs so)."""
+    path = Path(path)
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    section = f"{start}\n## {title}\n\n{text}\n{end}"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if start in old and end in old:
+        new = old[:old.index(start)] + section + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    write_text(path, new)
