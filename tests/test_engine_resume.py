@@ -40,7 +40,10 @@ def parked(path, model, state, *args):
         Path(marker).write_text("checkpoint written")
         time.sleep(600)
 ck.save_checkpoint = parked
-tr.Trainer(load_config(None, overrides), run, load_dataset("generic", root), progress=False).fit()
+from crossreid.engine.process import setup_process
+cfg = load_config(None, overrides)
+setup_process(cfg.train)  # one thread, as in the parent: bit-exact sums need the same thread count
+tr.Trainer(cfg, run, load_dataset("generic", root), progress=False).fit()
 """
 
 
@@ -50,6 +53,9 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_root, tmp_path):
+    from crossreid.engine.process import setup_process
+
+    setup_process(load_config(None, TINY).train)  # train.threads=1, as the child process sets it
     catalog = load_dataset("generic", tiny_root)
     full = tmp_path / "full"
     Trainer(load_config(None, TINY), full, catalog, progress=False).fit()
