@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -96,3 +97,12 @@ def write_marked_section(path: str | Path, key: str, title: str, text: str) -> N
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     write_text(path, new)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (model identities, index side files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

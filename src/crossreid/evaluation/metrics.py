@@ -209,15 +209,21 @@ def _remove(w: np.ndarray, removed) -> None:
 def _ranks_by_counting(d, removed, rows, cols, pos, m_max, want_before):
     """float32 distances: (distance, index) packed in one float64 key, so no ties exist."""
     key = _ordered_keys(d)
-    thresholds = np.full((len(d), m_max), np.inf)
+    thresholds, before = _match_thresholds(key, removed, rows, cols, pos, m_max)
+    ranks = before + np.arange(1, m_max + 1)
+    first_block = (key < thresholds[:, :1]) if want_before else None
+    return ranks, first_block, None
+
+
+def _match_thresholds(key, removed, rows, cols, pos, m_max):
+    """Each query's true-match keys, sorted (inf-padded to ``m_max``), and how many other kept
+    items lie strictly below each; ``key`` is modified in place (removed items and matches → inf)."""
+    thresholds = np.full((len(key), m_max), np.inf)
     thresholds[rows, pos] = key[rows, cols]
     thresholds.sort(axis=1)
     _remove(key, removed)
     key[rows, cols] = np.inf
-    before = _count_below(key, thresholds)
-    ranks = before + np.arange(1, m_max + 1)
-    first_block = (key < thresholds[:, :1]) if want_before else None
-    return ranks, first_block, None
+    return thresholds, _count_below(key, thresholds)
 
 
 def _count_below(key: np.ndarray, thresholds: np.ndarray, or_equal: bool = False) -> np.ndarray:
@@ -237,12 +243,7 @@ def _ranks_by_counting64(d, removed, rows, cols, pos, m_max, want_before):
     """float64 distances: count strictly closer items; rows where another item ties a true
     match exactly are returned in ``tied`` for the caller to rank by a stable sort."""
     key = np.add(d, 0.0)  # a copy; -0.0 becomes +0.0
-    thresholds = np.full((len(d), m_max), np.inf)
-    thresholds[rows, pos] = key[rows, cols]
-    thresholds.sort(axis=1)
-    _remove(key, removed)
-    key[rows, cols] = np.inf
-    before = _count_below(key, thresholds)
+    thresholds, before = _match_thresholds(key, removed, rows, cols, pos, m_max)
     real = np.isfinite(thresholds)
     tied = ((_count_below(key, thresholds, or_equal=True) > before) & real).any(axis=1)
     ranks = before + np.arange(1, m_max + 1)

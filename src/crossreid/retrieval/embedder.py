@@ -8,7 +8,6 @@ so features equal those evaluation computes for the same files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -20,18 +19,10 @@ from crossreid.data.images import _open as open_image, decode_image
 from crossreid.data.pipeline import ImageStore, normalize, resize_decoded
 from crossreid.data.samples import Sample
 from crossreid.errors import UserError
+from crossreid.io import file_sha256
 from crossreid.modality import Modality
 
 ASPECT_TOLERANCE = 2.0  # an image whose h/w differs more than this factor from the model's is refused
-
-
-def weights_id(path: Path) -> str:
-    """sha256 of the weights file: the model identity an index records."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Embedder:
@@ -55,7 +46,7 @@ class Embedder:
     @property
     def weights_id(self) -> str:
         if self._weights_id is None:
-            self._weights_id = weights_id(self.run_dir / "model.safetensors")
+            self._weights_id = file_sha256(self.run_dir / "model.safetensors")  # the model identity an index records
         return self._weights_id
 
     def identity(self, dim: int) -> dict:

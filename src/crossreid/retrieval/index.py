@@ -9,7 +9,6 @@ Labels unknown for an image are -1 (ids, cameras) or "" (frames).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -21,7 +20,7 @@ import numpy as np
 from crossreid import __version__
 from crossreid.errors import UserError
 from crossreid.evaluation.distance import check_metric
-from crossreid.io import atomic_path
+from crossreid.io import atomic_path, file_sha256
 from crossreid.retrieval.features_file import model_of, save_npz
 
 FORMAT = "crossreid-index"
@@ -69,14 +68,6 @@ class GalleryIndex:
                             f"from {source} cannot be checked; index features made by `crossreid extract`")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def faiss_path(index_path: Path) -> Path:
     return index_path.with_name(index_path.name + ".faiss")
 
@@ -117,7 +108,7 @@ def build_index(features_path: str | os.PathLike, out: str | os.PathLike, metric
 
         with atomic_path(side) as tmp:
             faiss.write_index(faiss_index, str(tmp))
-            header["faiss"] = {"kind": approximate, "file": side.name, "sha256": _sha256(tmp), **params,
+            header["faiss"] = {"kind": approximate, "file": side.name, "sha256": file_sha256(tmp), **params,
                                f"recall@{min(recall_k, n)}": recall["recall"], "recall_queries": recall["queries"]}
     elif side.exists():
         side.unlink()  # a stale side file of an earlier index must not pair with this one
@@ -152,7 +143,7 @@ def load_index(path: str | os.PathLike, load_faiss: bool = True) -> GalleryIndex
     index = GalleryIndex(path, header, **arrays)
     if header.get("faiss") and load_faiss:
         side = path.with_name(header["faiss"]["file"])
-        if not side.is_file() or _sha256(side) != header["faiss"]["sha256"]:
+        if not side.is_file() or file_sha256(side) != header["faiss"]["sha256"]:
             raise UserError(f"{side}: FAISS side file missing or not the one built with {path}; rebuild the index")
         try:
             import faiss
