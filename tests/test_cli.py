@@ -23,6 +23,7 @@ def run(*args, cwd=None):
     (["score", "missing.npz", "--protocol", "sysu"], "unknown protocol 'sysu'"),
     (["check", "sysu_mm01", "--root", "no/such/dir"], "no/such/dir"),
     (["synth", "--out", "o", "--identities", "1"], "--identities"),
+    (["demo", "--out", "x", "--methods", "one_stream,agw"], "choose one or more of one_stream, cross_modal_distillation"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):
     code, out, err = run(*args, cwd=tmp_path)
@@ -57,7 +58,7 @@ TINY = ["--set", "data.synth.identities=12", "--set", "data.synth.val_identities
 def test_demo_end_to_end(tmp_path, monkeypatch):
     env_cache = tmp_path / "cache"
     proc = subprocess.run([sys.executable, "-m", "crossreid", "demo", "--out", str(tmp_path / "demo"), "--quiet",
-                           *TINY], capture_output=True, text=True, env={**__import__("os").environ,
+                           "--methods", "one_stream,cross_modal_distillation", *TINY], capture_output=True, text=True, env={**__import__("os").environ,
                                                                         "CROSSREID_CACHE": str(env_cache)})
     assert proc.returncode == 0, proc.stderr
     assert "one_stream" in proc.stdout and "cross_modal_distillation" in proc.stdout

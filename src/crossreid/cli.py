@@ -47,12 +47,15 @@ def datasets_cmd() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo output folder.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Config override, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--methods", default="one_stream", show_default=True,
+              help="Comma-separated: one_stream, cross_modal_distillation (Hafner et al., ~3 more minutes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out: str, overwrite: bool, overrides: tuple[str, ...], quiet: bool) -> None:
+def demo_cmd(out: str, overwrite: bool, overrides: tuple[str, ...], methods: str, quiet: bool) -> None:
     """Generate (or reuse) synthetic data, train, evaluate RGB<->depth and RGB<->IR, write a report."""
     from crossreid.demo import run_demo
 
-    run_demo(Path(out), overwrite=overwrite, overrides=list(overrides), progress=not quiet)
+    run_demo(Path(out), overwrite=overwrite, overrides=list(overrides), progress=not quiet,
+             methods=[m.strip() for m in methods.split(",") if m.strip()])
 
 
 @cli.command("synth")

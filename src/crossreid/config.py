@@ -111,6 +111,7 @@ class TrainConfig(_Strict):
     flip: bool = True
     pad: int = Field(8, ge=0)
     random_erasing: float = Field(0.5, ge=0, le=1)
+    random_grayscale: float = Field(0.0, ge=0, le=1)  # RGB training images turned to luminance
     validate_every: int = Field(1, ge=1)
     progress: bool = True
     checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)

@@ -140,6 +140,9 @@ class ImageStore:
         return torch.stack([self.get(i).float().expand(3, -1, -1) for i in indices])
 
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's and torchvision's grayscale
+
+
 def normalize(batch: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=batch.dtype).view(1, 3, 1, 1)
@@ -147,12 +150,16 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool = True, pad: int = 0,
-            erasing: float = 0.0, groups: int = 1) -> torch.Tensor:
-    """Random flip, zero-pad + crop and random erasing (filled with the mean) on a B×C×H×W batch in [0, 1].
+            erasing: float = 0.0, groups: int = 1, grayscale: float = 0.0,
+            colour_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Random flip, zero-pad + crop, random erasing (filled with the mean) and random grayscale on a
+    B×C×H×W batch in [0, 1].
 
     With ``groups`` > 1 the batch is ``groups`` aligned blocks (e.g. RGB rows then their
     paired depth rows) and each row's geometric parameters are shared across blocks, so
-    paired images stay spatially aligned. Erasing is drawn per image.
+    paired images stay spatially aligned. Erasing is drawn per image. Grayscale replaces a
+    colour image (a row where the boolean ``colour_rows`` is true) by its luminance with
+    probability ``grayscale``, so colour cannot be the only cue a model learns.
     """
     b, _, h, w = batch.shape
     if b % groups:
@@ -181,4 +188,9 @@ def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool = True, 
                     x = int(torch.randint(0, w - ew + 1, (1,), generator=generator))
                     out[i, :, y:y + eh, x:x + ew] = fill  # the mean: 0 after normalisation
                     break
+    if grayscale > 0 and colour_rows is not None and bool(colour_rows.any()):
+        rows_idx = colour_rows.nonzero().flatten()
+        chosen = rows_idx[torch.rand(len(rows_idx), generator=generator) < grayscale]
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=out.dtype).view(1, 3, 1, 1)
+        out[chosen] = (out[chosen] * weights).sum(1, keepdim=True).expand(-1, 3, -1, -1)
     return out
