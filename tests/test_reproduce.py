@@ -24,3 +24,32 @@ def test_table_mean_and_std_over_seeds():
 def test_unknown_experiment(tmp_path):
     with pytest.raises(UserError, match="unknown experiment 'distil'"):
         run_set("hafner", tmp_path, [0], ["distil"])
+
+
+def test_identical_experiments_run_once(tmp_path, monkeypatch):
+    """distill_128 and ablation_copy_freeze are the same config and overrides: trained once, both rows filled."""
+    import crossreid.reproduce as rp
+
+    trained = []
+
+    class Result:
+        def mean(self):
+            return means(0.5, 0.5)
+
+    class Run:
+        results = {"rgb->depth": Result(), "depth->rgb": Result()}
+        protocol = None
+
+    def fake_train(cfg, run_dir, *args, **kwargs):
+        trained.append(run_dir.parent.name)
+        return Run()
+
+    Result.protocol = "synthetic"
+    monkeypatch.setattr(rp, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(rp, "open_catalog", lambda *a, **k: object())
+    monkeypatch.setattr(rp.TestStores, "of", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(rp, "setup_process", lambda train: None)
+    summary = run_set("hafner", tmp_path, [0, 1], ["distill_128", "ablation_copy_freeze", "distill_512"],
+                      progress=False)
+    assert trained == ["distill_128", "distill_128", "distill_512", "distill_512"]
+    assert summary["ablation_copy_freeze"] == summary["distill_128"]

@@ -88,8 +88,13 @@ def run_set(which: str, out: Path, seeds: list[int], only: list[str] | None = No
     out = Path(out)
     summary: dict = {}
     catalog = stores = None
+    first_of: dict = {}  # (config, overrides) -> the first experiment with them: identical rows run once
     for name in names:
         config, extra, _, _ = experiments[name]
+        same = first_of.setdefault((config, tuple(extra)), name)
+        if same != name:
+            summary[name] = summary[same]
+            continue
         for seed in seeds:
             run_dir = out / name / f"seed{seed}"
             done = run_dir / "test_results.json"
