@@ -53,3 +53,13 @@ def test_identical_experiments_run_once(tmp_path, monkeypatch):
                       progress=False)
     assert trained == ["distill_128", "distill_128", "distill_512", "distill_512"]
     assert summary["ablation_copy_freeze"] == summary["distill_128"]
+
+
+def test_tables_without_rows_are_left_out(tmp_path):
+    from crossreid.reproduce import write_tables
+
+    summary = {"distill_128": {0: {"rgb->depth": means(0.1, 0.2), "depth->rgb": means(0.3, 0.4)}}}
+    text = write_tables("hafner", {k: v for k, v in summary.items()}, tmp_path / "t.md", "note")
+    assert "Table 3" in text and "Distillation, 128-d" in text
+    assert "Table 5" not in text    # only the 128-d distillation ran: its Table 5 twin is not filled here
+    assert (tmp_path / "t.md").read_text() == text

@@ -266,7 +266,8 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
     out_dir = Path(out or f"runs/reproduce-{which}")
     summary = run_set(which, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet)
     data = {"hafner": "RGB and depth only", "vi": "RGB and IR only"}.get(which, "RGB, depth and IR")
-    note = (f"Synthetic data (the demo's synthetic set, {data}), {len(seed_list)} seed(s)"
+    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data.synth.difficulty=")), "default")
+    note = (f"Synthetic data (the demo's synthetic set, {data}, difficulty {preset}), {len(seed_list)} seed(s)"
             f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
             f"Not comparable with the papers' {'SYSU-MM01 / RegDB / LLCM' if which == 'vi' else 'BIWI / RobotPKU'} figures.")
     click.echo(write_tables(which, summary, Path(table_path or out_dir / "tables.md"), note))

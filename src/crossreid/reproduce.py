@@ -147,20 +147,26 @@ def results_table(which: str, summary: dict, table: int) -> str:
     return "\n".join(lines)
 
 
+# which -> (heading, [(caption, table number)])
+TABLES = {
+    "hafner": ("## Cross-modal distillation (Hafner et al.) on synthetic RGB-D data",
+               [("Shaped like the paper's Table 3 (cross-modal results against the baselines):", 3),
+                ("Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", 5)]),
+    "vi": ("## Visible-infrared methods on synthetic RGB / IR data",
+           [("Methods against AGW:", 1), ("Ablations (each component removed):", 2)]),
+    "baselines": ("## Baselines on synthetic RGB / depth / IR data", [("", 1)]),
+}
+
+
 def write_tables(which: str, summary: dict, path: Path, note: str) -> str:
-    if which == "hafner":
-        parts = ["## Cross-modal distillation (Hafner et al.) on synthetic RGB-D data", "", note, "",
-                 "Shaped like the paper's Table 3 (cross-modal results against the baselines):", "",
-                 results_table(which, summary, 3), "",
-                 "Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", "",
-                 results_table(which, summary, 5), ""]
-    elif which == "vi":
-        parts = ["## Visible-infrared methods on synthetic RGB / IR data", "", note, "",
-                 "Methods against AGW:", "", results_table(which, summary, 1), "",
-                 "Ablations (each component removed):", "", results_table(which, summary, 2), ""]
-    else:
-        parts = ["## Baselines on synthetic RGB / depth / IR data", "", note, "",
-                 results_table(which, summary, 1), ""]
+    """The set's markdown tables (those with at least one row that ran) under a heading and ``note``."""
+    heading, tables = TABLES[which]
+    parts = [heading, "", note, ""]
+    for caption, number in tables:
+        table = results_table(which, summary, number)
+        if table.count("\n") < 2:  # header only: none of its rows ran
+            continue
+        parts += [caption, "", table, ""] if caption else [table, ""]
     text = "\n".join(parts)
     write_text(path, text)
     return text
