@@ -58,8 +58,9 @@ TINY = ["--set", "data.synth.identities=12", "--set", "data.synth.val_identities
 def test_demo_end_to_end(tmp_path, monkeypatch):
     env_cache = tmp_path / "cache"
     proc = subprocess.run([sys.executable, "-m", "crossreid", "demo", "--out", str(tmp_path / "demo"), "--quiet",
-                           "--methods", "one_stream,cross_modal_distillation", *TINY], capture_output=True, text=True, env={**__import__("os").environ,
-                                                                        "CROSSREID_CACHE": str(env_cache)})
+                           "--methods", "one_stream,cross_modal_distillation", *TINY],
+                          capture_output=True, text=True,
+                          env={**__import__("os").environ, "CROSSREID_CACHE": str(env_cache)})
     assert proc.returncode == 0, proc.stderr
     assert "one_stream" in proc.stdout and "cross_modal_distillation" in proc.stdout
     results = json.loads((tmp_path / "demo" / "results.json").read_text())

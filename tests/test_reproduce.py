@@ -33,18 +33,18 @@ def test_identical_experiments_run_once(tmp_path, monkeypatch):
     trained = []
 
     class Result:
+        protocol = "synthetic"
+
         def mean(self):
             return means(0.5, 0.5)
 
     class Run:
         results = {"rgb->depth": Result(), "depth->rgb": Result()}
-        protocol = None
 
     def fake_train(cfg, run_dir, *args, **kwargs):
         trained.append(run_dir.parent.name)
         return Run()
 
-    Result.protocol = "synthetic"
     monkeypatch.setattr(rp, "train_and_evaluate", fake_train)
     monkeypatch.setattr(rp, "open_catalog", lambda *a, **k: object())
     monkeypatch.setattr(rp.TestStores, "of", classmethod(lambda cls, *a: None))
@@ -59,7 +59,7 @@ def test_tables_without_rows_are_left_out(tmp_path):
     from crossreid.reproduce import write_tables
 
     summary = {"distill_128": {0: {"rgb->depth": means(0.1, 0.2), "depth->rgb": means(0.3, 0.4)}}}
-    text = write_tables("hafner", {k: v for k, v in summary.items()}, tmp_path / "t.md", "note")
+    text = write_tables("hafner", summary, tmp_path / "t.md", "note")
     assert "Table 3" in text and "Distillation, 128-d" in text
     assert "Table 5" not in text    # only the 128-d distillation ran: its Table 5 twin is not filled here
     assert (tmp_path / "t.md").read_text() == text

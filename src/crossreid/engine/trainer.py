@@ -272,8 +272,10 @@ class Trainer:
         """The input path: cached images of a global batch, augmented with the shared generator,
         then this rank's rows (``mine``), so inputs do not depend on the number of processes."""
         t, modalities = self.cfg.train, self.stage_modalities(stage)
-        # Batches are modality-major: block k of len(indices) / len(modalities) rows is modalities[k].
-        colour = torch.tensor([m == "rgb" for m in modalities]).repeat_interleave(len(indices) // len(modalities))
+        colour = None
+        if t.random_grayscale:  # batches are modality-major: block k of the rows is modalities[k]
+            per_block = len(indices) // len(modalities)
+            colour = torch.tensor([m is Modality.RGB for m in modalities]).repeat_interleave(per_block)
         images = augment(self.store.batch(indices), self.augment_rng, flip=t.flip, pad=t.pad,
                          erasing=t.random_erasing, groups=len(modalities) if stage.paired else 1,
                          grayscale=t.random_grayscale, colour_rows=colour)
