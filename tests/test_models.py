@@ -58,6 +58,28 @@ def test_layer4_map_size_follows_last_stride(arch, channels):
             assert net.layer4[0].downsample[0].stride == (last_stride, last_stride)
 
 
+def test_base_width_scales_every_stage_and_keeps_names(r18):
+    slim = build_resnet("resnet18", base_width=32).eval()
+    assert set(slim.state_dict()) == set(r18.state_dict())
+    assert slim.conv1.out_channels == 32 and slim.layer2[0].conv1.out_channels == 64
+    assert slim.out_channels == 256
+    with torch.no_grad():
+        assert slim(X).shape == (2, 256, 2, 1)
+    # about a quarter of the standard trunk's parameters (and multiply-adds)
+    ratio = sum(p.numel() for p in slim.parameters()) / sum(p.numel() for p in r18.parameters())
+    assert 0.24 < ratio < 0.26
+    assert build_model("resnet18", base_width=32, embedding_dim=64).embedding_dim == 64
+    with pytest.raises(UserError, match="base_width"):
+        build_resnet("resnet18", base_width=4)
+
+
+def test_pretrained_weights_need_the_standard_width(tmp_path, r18):
+    path = tmp_path / "r18.pth"
+    torch.save(r18.state_dict(), path)
+    with pytest.raises(UserError, match="model.base_width=64"):
+        build_model("resnet18", base_width=32, pretrained=path)
+
+
 def test_bad_last_stride_and_arch():
     with pytest.raises(UserError):
         build_resnet("resnet18", last_stride=3)

@@ -62,6 +62,7 @@ class ModelConfig(_Strict):
     arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
     pretrained: Optional[str] = None  # a local .pth/.safetensors file; nothing is downloaded
     last_stride: Literal[1, 2] = 1
+    base_width: int = Field(64, ge=8, le=256)  # trunk base width; 64 = standard (ImageNet weights), 32 ≈ 1/4 the work
     pooling: Literal["avg", "gem"] = "avg"
     head: Literal["bnneck", "embedding"] = "bnneck"
     embedding_dim: Optional[int] = Field(None, ge=8)

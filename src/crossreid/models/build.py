@@ -70,6 +70,7 @@ def build_model(
     zero_init_residual: bool = False,
     nonlocal_after: Mapping[str, Sequence[int]] | None = None,
     nonlocal_inter: int | None = None,
+    base_width: int = 64,
 ) -> ReIDNet:
     """Build a ``ReIDNet`` from plain values (as a config section would give them).
 
@@ -77,9 +78,13 @@ def build_model(
     (Hafner's FC-BN-ReLU-Dropout head; ``embedding_dim`` defaults to 128).
     ``num_classes=0`` builds no classifier (inference only). ``pretrained`` is a local
     weights file loaded into the backbone; its key report is kept in ``weights_report``.
+    ``base_width`` is the trunk's base width (64: standard; others train from scratch only).
     """
+    if pretrained is not None and base_width != 64:
+        raise UserError(f"{pretrained}: ImageNet ResNet weights fit model.base_width=64 only, not {base_width}; "
+                        "set model.base_width=64 or drop model.pretrained")
     backbone = build_resnet(arch, last_stride=last_stride, zero_init_residual=zero_init_residual,
-                            nonlocal_after=nonlocal_after, nonlocal_inter=nonlocal_inter)
+                            nonlocal_after=nonlocal_after, nonlocal_inter=nonlocal_inter, base_width=base_width)
     pool = build_pooling(pooling, p=gem_p, learnable=gem_learnable)
     dim = backbone.out_channels
     if head == "bnneck":

@@ -101,6 +101,8 @@ class ResNet(nn.Module):
         last_stride: stride of layer4's first block and its downsample (1 doubles the map).
         zero_init_residual: zero the last BN weight of every block (torchvision option).
         in_channels: input channels of ``conv1`` (3 for ImageNet weights).
+        base_width: channels of the stem and layer1, doubled at each later stage (64: the standard
+            ResNet, the only width ImageNet weights fit; 32 does about a quarter of the work).
         nonlocal_after: ``{"layer2": [2, 3], "layer3": [3, 4, 5]}`` inserts a non-local block
             after those block indices (AGW); stored as ``nonlocal_blocks["layer2_2"]`` etc.
         nonlocal_inter: intermediate width of those blocks (None: C/2; AGW's released code: 1).
@@ -115,20 +117,23 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         nonlocal_after: Mapping[str, Sequence[int]] | None = None,
         nonlocal_inter: int | None = None,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise UserError(f"last_stride must be 1 or 2, got {last_stride}; fix the model config")
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if base_width < 8:
+            raise UserError(f"base_width must be at least 8 channels, got {base_width}; fix model.base_width")
+        self.inplanes = base_width
+        self.conv1 = nn.Conv2d(in_channels, base_width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=last_stride)
-        self.out_channels = 512 * block.expansion
+        self.layer1 = self._make_layer(block, base_width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * base_width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * base_width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * base_width, layers[3], stride=last_stride)
+        self.out_channels = 8 * base_width * block.expansion
         self._init_weights(zero_init_residual)
         self.kept: tuple[str, ...] = STAGES
         self.nonlocal_blocks = self._make_nonlocal(nonlocal_after or {}, nonlocal_inter)
