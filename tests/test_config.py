@@ -55,3 +55,14 @@ def test_malformed_override_and_missing_file(tmp_path):
         apply_overrides({}, ["novalue"])
     with pytest.raises(UserError, match="no such config"):
         resolve_config(tmp_path / "nope.yaml")
+
+
+def test_model_base_width_reaches_every_method_network():
+    from crossreid.methods.base import build_net
+
+    cfg = load_config(resolve_config("demo"), ["model.base_width=16"])
+    net = build_net(cfg, num_classes=5)
+    assert net.backbone.conv1.out_channels == 16 and net.embedding_dim == 128
+    assert load_config(resolve_config("demo")).model.base_width == 64  # the standard ResNet by default
+    with pytest.raises(UserError, match="model.base_width"):
+        load_config(None, ["model.base_width=4"])
