@@ -47,22 +47,23 @@ def test_depth_units():
     assert unit.tolist() == [0.0, 1.0, 0.0, 0.5]
 
 
-def test_sampler_layout_and_determinism(tiny_root):
+@pytest.mark.parametrize("k", [2, 1])  # K = 1 is the demo's: every same-identity pair is cross-modal
+def test_sampler_layout_and_determinism(tiny_root, k):
     cat = load_dataset("generic", tiny_root)
     mods = [Modality.RGB, Modality.DEPTH, Modality.IR]
-    sampler = CrossModalIdentitySampler(cat.train, mods, ids_per_batch=2, images_per_id=2, seed=1)
+    sampler = CrossModalIdentitySampler(cat.train, mods, ids_per_batch=2, images_per_id=k, seed=1)
     batches = list(sampler)
-    assert batches == list(CrossModalIdentitySampler(cat.train, mods, 2, 2, seed=1))
+    assert batches == list(CrossModalIdentitySampler(cat.train, mods, 2, k, seed=1))
     sampler.set_epoch(1)
     assert list(sampler) != batches
     for batch in batches:
-        assert len(batch) == 2 * 2 * 3
-        blocks = [batch[i * 4:(i + 1) * 4] for i in range(3)]
+        assert len(batch) == 2 * k * 3
+        blocks = [batch[i * 2 * k:(i + 1) * 2 * k] for i in range(3)]
         for m, block in zip(mods, blocks):
             assert all(cat.train[i].modality is m for i in block)
         pids = [[cat.train[i].pid for i in block] for block in blocks]
         assert pids[0] == pids[1] == pids[2]  # row-aligned identities
-        assert len(set(pids[0])) == 2 and Counter(pids[0]).most_common(1)[0][1] == 2
+        assert len(set(pids[0])) == 2 and Counter(pids[0]).most_common(1)[0][1] == k
 
 
 def test_paired_sampler_returns_coregistered_rows(tiny_root):
