@@ -156,3 +156,15 @@ def test_calibrate_command_trains_writes_and_reuses(tmp_path, monkeypatch):
     changed = CliRunner().invoke(cli, [*args[:-1], "data.depth_encoding=normals"])
     assert changed.exit_code == 2 and "another config" in changed.output
     assert Path(out / "calibration.md").read_text().startswith("calibration, difficulty default")
+
+
+def test_calibration_one_stream_row_is_the_demo_run():
+    from crossreid.calibrate import MODELS, model_config
+
+    models = {m.name: m for m in MODELS}
+    demo = load_config(resolve_config("demo_one_stream"))
+    assert model_config(models["one_stream"], "default", []).model_dump() == demo.model_dump()
+    hard = model_config(models["one_stream"], "hard", [])
+    assert hard.data.synth["difficulty"] == "hard" and hard.train == demo.train
+    depth = model_config(models["depth"], "default", [])     # single-modality: the fixed 400-step budget
+    assert depth.train.epochs * depth.train.iterations_per_epoch == 400 and depth.data.modalities == ["depth"]

@@ -237,7 +237,7 @@ def calibrate_cmd(difficulty: str, out: str | None, only: str | None, overrides:
     payload = run_calibration(difficulty, Path(out or f"runs/calibrate-{difficulty}"), names, list(overrides),
                               overwrite, progress=not quiet)
     click.echo(format_table(difficulty, payload["rows"]))
-    click.echo(f"chance R1 {payload['chance_r1']} %; budget {' '.join(payload['budget'])}; "
+    click.echo(f"chance R1 {payload['chance_r1']} %; budget {payload['budget']}; "
                f"wall time per model (s): {payload['wall_time_s']}")
 
 
