@@ -150,6 +150,7 @@ def test_calibrate_command_trains_writes_and_reuses(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "depth→depth" in res.output and (out / "calibration.json").is_file()
+    assert "budget depth: demo + train.epochs=16" in res.output       # the recipe each model trained with
     assert (out / "depth" / "calibration_result.json").is_file()
     again = CliRunner().invoke(cli, args)                          # reuses the finished model
     assert again.exit_code == 0 and "training depth" not in again.output

@@ -27,9 +27,8 @@ from crossreid.io import read_json, write_json, write_text
 # config (ResNet-18 from scratch, 64x32, Adam 1e-3, P=8 identities x K=4 images) for 400 steps.
 BUDGET = ["train.epochs=16", "train.iterations_per_epoch=25", "schedule.milestones=[13]",
           "schedule.warmup_epochs=1", "train.validate_every=16"]
-# The one-stream model is the demo's own one-stream run as shipped (configs/demo_one_stream.yaml:
-# 720 steps of 8 identities x 1 image per modality, cosine distance), so the calibration
-# measures the recipe a user runs first.
+# The one-stream model is the demo's own one-stream run as shipped, so the calibration
+# measures the recipe a user runs first (docs/synthetic.md, "Budget").
 ONE_STREAM_CONFIG = "demo_one_stream"
 TOLERANCE = 3.0  # R1 points a measured value may fall outside its target range and still pass
 
@@ -112,7 +111,7 @@ def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, o
         measured.update(rank1)
     table = calibration_table(difficulty, measured)
     any_cfg = next(iter(configs.values()))
-    payload = {"difficulty": difficulty, "budget": budget_text(), "overrides": overrides or [],
+    payload = {"difficulty": difficulty, "budget": budget_text(models), "overrides": overrides or [],
                "depth_encoding": any_cfg.data.depth_encoding, "tolerance": TOLERANCE, "rows": table,
                "wall_time_s": seconds, "chance_r1": chance}
     write_json(out / "calibration.json", payload)
@@ -121,8 +120,12 @@ def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, o
     return payload
 
 
-def budget_text() -> str:
-    return f"single-modality: demo + {' '.join(BUDGET)}; one-stream: {ONE_STREAM_CONFIG} as shipped"
+def budget_text(models) -> str:
+    """Each distinct recipe with the models it trains, e.g. ``rgb, depth: demo + train.epochs=16 ...``."""
+    recipes: dict[str, list[str]] = {}
+    for m in models:
+        recipes.setdefault(" + ".join([m.config, *([" ".join(m.budget)] if m.budget else [])]), []).append(m.name)
+    return "; ".join(f"{', '.join(names)}: {recipe}" for recipe, names in recipes.items())
 
 
 def calibration_table(difficulty: str, measured: dict) -> list[dict]:
