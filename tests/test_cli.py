@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from crossreid.cli import cli
+from crossreid.demo import DEMO_RUNS
 
 
 def run(*args, cwd=None):
@@ -62,7 +63,8 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
                           capture_output=True, text=True,
                           env={**__import__("os").environ, "CROSSREID_CACHE": str(env_cache)})
     assert proc.returncode == 0, proc.stderr
-    assert "one_stream" in proc.stdout and "cross_modal_distillation" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if "->" in line and line.split()[0] in DEMO_RUNS]
+    assert {(r[0], r[-1]) for r in rows} == {("one_stream", "cosine"), ("cross_modal_distillation", "euclidean")}
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(results["methods"]) == {"one_stream", "cross_modal_distillation"}
     assert {"rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb"} <= set(results["methods"]["one_stream"])

@@ -1,5 +1,6 @@
 """The trainer end to end on the tiny dataset: run folder, checkpoints, resume, bad input."""
 
+import copy
 import json
 
 import pytest
@@ -112,3 +113,24 @@ def test_optimizer_is_fused_on_cpu_and_makes_the_plain_update(optim):
     for a, b, s in zip(params[True], params[False], start):
         assert torch.allclose(a, b, atol=1e-6)
         assert not torch.allclose(a, s, atol=1e-3)  # the steps did move them
+
+
+def test_a_plain_optimizer_state_resumes_in_the_fused_optimizer():
+    """Checkpoints written before the optimiser was fused resume with the same update."""
+    from crossreid.engine.trainer import load_optimizer_state, make_optimizer
+    c = cfg("optim.name=adam", "optim.lr=0.01")
+    torch.manual_seed(0)
+    plain_params = [torch.randn(40).requires_grad_()]
+    plain = torch.optim.Adam(plain_params, lr=0.01, weight_decay=c.optim.weight_decay)
+    for _ in range(3):
+        plain_params[0].grad = torch.randn(40)
+        plain.step()
+    fused_params = [plain_params[0].detach().clone().requires_grad_()]
+    fused = make_optimizer([{"params": fused_params}], c)
+    load_optimizer_state(fused, copy.deepcopy(plain.state_dict()))  # a checkpoint shares no tensors
+    grad = torch.randn(40)
+    for p, opt in ((plain_params[0], plain), (fused_params[0], fused)):
+        p.grad = grad.clone()
+        opt.step()
+    assert fused.param_groups[0]["fused"]
+    assert torch.allclose(plain_params[0], fused_params[0], atol=1e-6)

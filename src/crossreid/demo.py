@@ -64,15 +64,16 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
 
 
 def format_results(results: dict, catalog) -> str:
-    """A method × direction table of R1 / R5 / mAP / mINP and the chance R1 of its gallery (percent)."""
+    """A method × direction table of R1 / R5 / mAP / mINP (percent), the chance R1 of its gallery
+    and the distance it ranked by (methods may differ: the one-stream run ranks by cosine)."""
     from crossreid.report.html import chance_rank1
 
     lines = [f"{'method':<26}{'direction':<14}{'R1':>8}{'R5':>8}{'mAP':>8}{'mINP':>8}{'chance R1':>11}"
-             "   (synthetic data)"]
+             f"  {'distance':<10} (synthetic data)"]
     for method, by_dir in results.items():
         for direction, result in by_dir.items():
             mean = result.mean()
             lines.append(f"{method:<26}{direction:<14}" + "".join(
                 f"{100 * mean[k]:>8.1f}" for k in ("rank1", "rank5", "map", "minp"))
-                + f"{100 * chance_rank1(catalog, result):>11.1f}")
+                + f"{100 * chance_rank1(catalog, result):>11.1f}  {result.distance}")
     return "\n".join(lines)

@@ -44,20 +44,28 @@ from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
 from crossreid.modality import Modality
 
-__all__ = ["EpochPoint", "Position", "Trainer", "lr_factor", "make_optimizer"]
+__all__ = ["EpochPoint", "Position", "Trainer", "load_optimizer_state", "lr_factor", "make_optimizer"]
 
 
 def make_optimizer(groups: list[dict], cfg: RunConfig) -> torch.optim.Optimizer:
     """SGD or Adam, fused where every parameter is on the CPU or a CUDA device.
 
     The fused update is the same arithmetic in one kernel per step: on a 2-core CPU it cuts
-    Adam's step for a ResNet-18 from 74 to 13 ms (docs/benchmarks.md)."""
+    Adam's step for a ResNet-18 from 59 to 11 ms (docs/benchmarks.md, "Optimiser step")."""
     o = cfg.optim
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                weight_decay=o.weight_decay, fused=fused)
     return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimiser state but keep this optimiser's fused / per-tensor choice,
+    which belongs to the machine, not the run (torch would take the checkpoint's)."""
+    ours = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], ours)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 class _Step(torch.nn.Module):
@@ -186,7 +194,7 @@ class Trainer:
         r, self._resume = self._resume, None
         if r is not None:
             if r.stage == si and resumed:
-                optimizer.load_state_dict(r.optimizer)
+                load_optimizer_state(optimizer, r.optimizer)
                 if r.scaler:
                     scaler.load_state_dict(r.scaler)
             restore_rng(self.augment_rng, r.rng, r.rng_plain)
