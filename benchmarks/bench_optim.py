@@ -37,14 +37,8 @@ CLASSES = 80
 
 def optimizers(model: torch.nn.Module, optim: list[str]) -> dict[str, torch.optim.Optimizer]:
     cfg = load_config(None, [*optim, "optim.lr=0.001", "optim.weight_decay=0.0005"])
-    made = {}
-    for fused in (True, False):
-        opt = make_optimizer([{"params": list(model.parameters())}], cfg)
-        if not fused:
-            for group in opt.param_groups:
-                group["fused"] = None
-        made["fused" if fused else "plain"] = opt
-    return made
+    return {name: make_optimizer([{"params": list(model.parameters())}], cfg, fused=fused)
+            for name, fused in (("fused", None), ("plain", False))}
 
 
 def timed(fn) -> float:

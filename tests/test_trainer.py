@@ -99,11 +99,8 @@ def test_optimizer_is_fused_on_cpu_and_makes_the_plain_update(optim):
     params = {}
     for fused in (True, False):
         ps = [p.clone().requires_grad_() for p in start]
-        opt = make_optimizer([{"params": ps, "lr": 0.01}], c)
-        if not fused:  # the same optimizer, hyperparameters and all, taking the plain per-tensor path
-            opt.defaults["fused"] = None
-            for g in opt.param_groups:
-                g["fused"] = None
+        # fused=None is the default choice (fused on the CPU); False is the per-tensor path
+        opt = make_optimizer([{"params": ps, "lr": 0.01}], c, fused=None if fused else False)
         assert bool(opt.param_groups[0]["fused"]) is fused
         for step in grads:
             for p, g in zip(ps, step):
@@ -121,7 +118,7 @@ def test_a_plain_optimizer_state_resumes_in_the_fused_optimizer():
     c = cfg("optim.name=adam", "optim.lr=0.01")
     torch.manual_seed(0)
     plain_params = [torch.randn(40).requires_grad_()]
-    plain = torch.optim.Adam(plain_params, lr=0.01, weight_decay=c.optim.weight_decay)
+    plain = make_optimizer([{"params": plain_params}], c, fused=False)
     for _ in range(3):
         plain_params[0].grad = torch.randn(40)
         plain.step()

@@ -47,13 +47,15 @@ from crossreid.modality import Modality
 __all__ = ["EpochPoint", "Position", "Trainer", "load_optimizer_state", "lr_factor", "make_optimizer"]
 
 
-def make_optimizer(groups: list[dict], cfg: RunConfig) -> torch.optim.Optimizer:
-    """SGD or Adam, fused where every parameter is on the CPU or a CUDA device.
+def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam; ``fused=None`` fuses where every parameter is on the CPU or a CUDA device.
 
     The fused update is the same arithmetic in one kernel per step: on a 2-core CPU it cuts
-    Adam's step for a ResNet-18 from 59 to 11 ms (docs/benchmarks.md, "Optimiser step")."""
+    Adam's step for a ResNet-18 from 59 to 11 ms (docs/benchmarks.md, "Optimiser step").
+    ``fused=False`` forces the per-tensor update (benchmarks and tests compare the two)."""
     o = cfg.optim
-    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
+    if fused is None:
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                weight_decay=o.weight_decay, fused=fused)
