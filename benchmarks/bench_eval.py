@@ -9,12 +9,10 @@ docs/benchmarks.md between the ``eval`` markers.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +22,7 @@ from crossreid.evaluation.metrics import NO_EXCLUSION, SAME_ID_AND_CAMERA, SYSU_
 from crossreid.evaluation.reference import reference_metrics
 from crossreid.io import write_marked_section
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from common import DOC, arguments  # benchmarks/common.py
 
 
 def market(rng):
@@ -140,11 +138,9 @@ def write_doc(text: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arguments(__doc__)
     ap.add_argument("--ref-queries", type=int, default=None, help="time the loop on this many queries only")
-    ap.add_argument("--machine", default="2-core CPU, no GPU")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = [run_case(make(rng), rng, args.dim, args.ref_queries) for make in (market, regdb, sysu)]

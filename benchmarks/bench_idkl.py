@@ -12,11 +12,9 @@ table is printed and written to docs/benchmarks.md between the ``idkl`` markers.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +25,8 @@ from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from common import DOC, arguments  # benchmarks/common.py
+
 METHODS = {"agw": ["method.name=agw", "model.pooling=gem", "loss.label_smoothing=0"],
            "idkl": ["method.name=idkl", "model.pooling=gem", "loss.label_smoothing=0", "loss.triplet_margin=1.3"]}
 # (arch, height, width, P, K): K images per identity and modality, two modalities.
@@ -94,10 +93,8 @@ def table(rows: list[dict], machine: str, load: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machine", default="2-core CPU, no GPU")
+    parser = arguments(__doc__)
     parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     before = os.getloadavg()[0]
     rows = []

@@ -14,11 +14,9 @@ written to docs/benchmarks.md between the ``optim`` markers.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,8 @@ from crossreid.engine.trainer import make_optimizer
 from crossreid.io import write_marked_section
 from crossreid.models import build_model
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from common import DOC, arguments  # benchmarks/common.py
+
 OPTIMS = {"adam": ["optim.name=adam"], "sgd": ["optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"]}
 # (arch, height, width, batch): the demo's training step (8 identities x 1 image x 3 modalities).
 NETS = [("resnet18", 64, 32, 24), ("resnet50", 128, 64, 24)]
@@ -88,10 +87,8 @@ def table(rows: list[dict], machine: str, pairs: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machine", default="2-core CPU, no GPU")
+    parser = arguments(__doc__)
     parser.add_argument("--pairs", type=int, default=12)
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     rows = []
     for arch, h, w, batch in NETS:

@@ -16,7 +16,6 @@ The table is printed and written to docs/benchmarks.md between the ``train`` mar
 
 from __future__ import annotations
 
-import argparse
 import csv
 import platform
 import shutil
@@ -34,7 +33,8 @@ from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import EpochPoint, Position, Trainer
 from crossreid.io import write_marked_section
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from common import DOC, arguments  # benchmarks/common.py
+
 METHODS = {"one_stream": [], "zero_padding": [], "two_stream": [], "agw": ["model.pooling=gem"],
            "cross_modal_distillation": ["model.head=embedding", "method.options.source=depth",
                                         "method.options.target=rgb"]}
@@ -157,9 +157,7 @@ def table(rows: list[dict], caches: list[tuple[str, dict]], machine: str) -> str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machine", default="2-core CPU, no GPU")
-    parser.add_argument("--no-write", action="store_true")
+    parser = arguments(__doc__)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     rows, caches = [], []
