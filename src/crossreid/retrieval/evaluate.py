@@ -10,7 +10,7 @@ from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import dataset_protocol
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.protocols import evaluate_protocol, protocol_for
-from crossreid.modality import parse_direction
+from crossreid.modality import direction_name, parse_direction
 from crossreid.retrieval.extract import extract_features
 
 
@@ -48,7 +48,7 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     """
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
-    wanted = [(d, *parse_direction(d)) for d in directions]
+    wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
     wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
     if not wanted:
         return {}
