@@ -19,6 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from crossreid.errors import UserError
 from crossreid.modality import Modality
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff"}  # image files in folders
+
 # Depth range mapped to [0, 1] for the network: Kinect-class sensors read 0.5-8 m.
 DEPTH_NEAR_MM = 500.0
 DEPTH_FAR_MM = 8000.0
@@ -45,6 +47,32 @@ def _warn_8bit_depth(path: Path) -> None:
         print(f"warning: {path}: 8-bit depth image, read as 0-255 -> 0-{DEPTH_FAR_MM / 1000:g} m "
               f"(value / 255 * {DEPTH_FAR_MM:g} mm); store 16-bit millimetres for true depth "
               "(this warning is shown once)", file=sys.stderr)
+
+
+# An image filed as infrared whose channels differ by more than this (0-255) anywhere is a colour image.
+COLOUR_SPREAD = 24
+
+
+def modality_contradiction(img: Image.Image, modality: Modality) -> str | None:
+    """Why the channels of ``img`` contradict ``modality``, or None when they fit: a single-channel
+    image as rgb, a colour image as ir (some pixel's channels differ by more than COLOUR_SPREAD;
+    near-grey 3-channel files, as SYSU-MM01's, pass) or a colour image as depth. The one rule for
+    both ``load_run(...).embed``, which refuses such an image, and ``crossreid check``, which warns."""
+    if modality is Modality.RGB and img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        return f"single-channel image (mode {img.mode}) given as rgb; is it ir or depth?"
+    if modality is Modality.IR and img.mode in ("RGB", "RGBA"):
+        arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+        if np.abs(arr - arr.mean(axis=2, keepdims=True)).max() > COLOUR_SPREAD:
+            return "colour image given as ir; infrared images are grey: is it rgb?"
+    if modality is Modality.DEPTH and img.mode in ("RGB", "RGBA", "P"):
+        return (f"colour image (mode {img.mode}) given as depth; depth must be 16-bit millimetres or 8-bit "
+                "grey: is it rgb?")
+    return None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The opened, fully read image at ``path``; a missing or corrupt file is one UserError."""
+    return _open(Path(path))
 
 
 def decode(path: str | Path, modality: Modality) -> np.ndarray:

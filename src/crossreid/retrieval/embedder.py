@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crossreid.data.images import _open as open_image, decode_image
+from crossreid.data.images import decode_image, modality_contradiction, open_image
 from crossreid.data.pipeline import ImageStore, normalize, resize_decoded
 from crossreid.data.samples import Sample
 from crossreid.errors import UserError
@@ -53,7 +53,7 @@ class Embedder:
         """What features files and indexes record about the model that made them."""
         return {"run": str(self.run_dir.resolve()), "method": self.cfg.method.name, "arch": self.cfg.model.arch,
                 "weights_sha256": self.weights_id, "dim": int(dim), "height": self.height, "width": self.width,
-                "modalities": [m.value for m in self.modalities]}
+                "modalities": [m.value for m in self.modalities], "metric": self.cfg.eval.metric}
 
     # ------------------------------------------------------------------ preprocessing
     def _decoded(self, image, modality: Modality, where: str) -> np.ndarray:
@@ -70,17 +70,11 @@ class Embedder:
         raise UserError(f"{where}: expected a file path, a PIL image or a numpy array, got {type(image).__name__}")
 
     def _check_pil(self, img: Image.Image, modality: Modality, where: str) -> None:
-        """Refuse images that are plainly of another modality or not a person crop."""
-        if modality is Modality.RGB and img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
-            raise UserError(f"{where}: single-channel image (mode {img.mode}) given as rgb; "
-                            "pass its modality (depth or ir) instead")
-        if modality is Modality.IR and img.mode in ("RGB", "RGBA"):
-            arr = np.asarray(img.convert("RGB"), dtype=np.int16)
-            if np.abs(arr - arr.mean(axis=2, keepdims=True)).max() > 24:
-                raise UserError(f"{where}: colour image given as ir; infrared images are grey — pass --modality rgb")
-        if modality is Modality.DEPTH and img.mode in ("RGB", "RGBA", "P"):
-            raise UserError(f"{where}: colour image (mode {img.mode}) given as depth; depth must be 16-bit "
-                            "millimetres or 8-bit grey — pass its real modality")
+        """Refuse images that are plainly of another modality (the rule ``crossreid check`` warns with)
+        or not a person crop."""
+        reason = modality_contradiction(img, modality)
+        if reason:
+            raise UserError(f"{where}: {reason} Pass the image with its real modality.")
         self._check_shape(img.height, img.width, where)
 
     def _check_array(self, arr: np.ndarray, modality: Modality, where: str) -> np.ndarray:

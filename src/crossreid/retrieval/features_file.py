@@ -7,7 +7,8 @@ bring-your-own CSV (``path``, ``modality``; optional ``person``, ``camera``, ``f
 
 The features ``.npz`` holds absolute ``paths``, ``features``, ``modalities``; ``ids``,
 ``cameras``, ``frames``, ``sequences`` when every image has them; and ``model``, a JSON
-string naming the run and the sha256 of its weights (what indexes check).
+string naming the run, the sha256 of its weights (what indexes check) and the run's distance
+(``metric``: the default of ``score`` and ``index``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import Sequence
 
 import numpy as np
 
+from crossreid.data.images import IMAGE_SUFFIXES
 from crossreid.data.samples import Sample
 from crossreid.errors import UserError
 from crossreid.io import atomic_path
 from crossreid.modality import Modality
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+def run_metric(data: dict[str, np.ndarray]) -> str | None:
+    """The distance (``eval.metric``) of the run that extracted a loaded features file, if it records one."""
+    return (model_of(data) or {}).get("metric")
 
 
 def model_of(data: dict[str, np.ndarray]) -> dict | None:
