@@ -11,6 +11,17 @@ class UserError(Exception):
     exit_code = 2
 
 
+class UserErrors(UserError):
+    """Several problems of one input found in one pass (every bad row of a manifest, every bad
+    line of an index file). The message names the first and how many more; ``problems`` holds
+    them all, and ``crossreid check`` lists each."""
+
+    def __init__(self, problems: list[str]):
+        more = f" (and {len(problems) - 1} more; `crossreid check` lists them all)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+        self.problems = list(problems)
+
+
 def parse_assignment(item: str, what: str) -> tuple[str, object]:
     """``"key=value"`` into (key, value), the value parsed as a YAML scalar or list (``3``,
     ``true``, ``[rgb,depth]``; anything YAML cannot parse stays a string)."""

@@ -20,6 +20,9 @@ class Sample:
     ``frame`` identifies a time step: co-registered images of different modalities
     (an RGB frame and its depth frame) share it. ``sequence`` groups frames of one
     recording. Both are optional (``None`` where a dataset has no such notion).
+    ``source`` says where the image is listed (``FILE:LINE`` of an index file or
+    manifest) when it is, so problems with it can name the line; it takes no part in
+    comparisons.
     """
 
     path: Path
@@ -28,6 +31,7 @@ class Sample:
     modality: Modality
     frame: str | None = None
     sequence: str | None = None
+    source: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

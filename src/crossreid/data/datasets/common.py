@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from crossreid.data.samples import Sample
-from crossreid.errors import UserError
+from crossreid.errors import UserError, UserErrors
 
 
 def require_dir(path: Path, what: str, fix: str) -> Path:
@@ -98,18 +99,60 @@ class IndexLine:
 def read_index_file(path: Path) -> list[IndexLine]:
     """Parse an index file of ``<relpath> <label>`` lines (RegDB, LLCM).
 
-    LF or CRLF endings; blank lines skipped; anything else malformed is a UserError naming file:line.
+    LF or CRLF endings; blank lines skipped; every malformed line is reported (UserErrors naming file:line).
     """
     out: list[IndexLine] = []
+    bad: list[str] = []
     for number, line in read_text_lines(path):
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise UserError(f"{path}:{number}: malformed line {line[:80]!r}; "
-                            "expected '<relative path> <integer label>'")
+            bad.append(f"{path}:{number}: malformed line {line[:80]!r}; expected '<relative path> <integer label>'")
+            continue
         out.append(IndexLine(path, number, parts[0].replace("\\", "/"), int(parts[1])))
+    if bad:
+        raise UserErrors(bad)
     if not out:
         raise UserError(f"{path}: index file is empty; restore it from the dataset archive")
     return out
+
+
+def label_problems(lines: Sequence[IndexLine], pids: Sequence[int]) -> list[str]:
+    """The label column of one index file against the person ids its paths name (the loaders take
+    the id from the path): a negative label, a person under two labels, or one label for two
+    persons is a corrupt file. Each is named by file:line."""
+    out: list[str] = []
+    label_of: dict[int, IndexLine] = {}
+    pid_of: dict[int, tuple[int, IndexLine]] = {}
+    for line, pid in zip(lines, pids):
+        if line.label < 0:
+            out.append(f"{line.where}: negative label {line.label}; labels are 0..N-1, restore the index file")
+            continue
+        first = label_of.setdefault(pid, line)
+        if first.label != line.label:
+            out.append(f"{line.where}: person {pid} has label {line.label} here but {first.label} at line "
+                       f"{first.number}; restore the index file")
+        other = pid_of.setdefault(line.label, (pid, line))
+        if other[0] != pid:
+            out.append(f"{line.where}: label {line.label} is person {pid} here but person {other[0]} at line "
+                       f"{other[1].number}; restore the index file")
+    return out
+
+
+def read_listed(path: Path, parse: Callable[[IndexLine], Sample]) -> list[Sample]:
+    """The samples of an index file, one per line via ``parse`` (each remembers its file:line as
+    ``source``); every bad line, including a bad label, is reported together (UserErrors)."""
+    lines = read_index_file(path)
+    samples, bad = [], []
+    for line in lines:
+        try:
+            samples.append(dataclasses.replace(parse(line), source=line.where))
+        except UserError as exc:
+            bad.append(str(exc))
+    if not bad:
+        bad = label_problems(lines, [s.pid for s in samples])
+    if bad:
+        raise UserErrors(bad)
+    return samples
 
 
 def match_name(pattern: re.Pattern[str], name: str, where: str, expected: str) -> re.Match[str]:
@@ -134,16 +177,12 @@ def list_files(folder: Path, suffix: str) -> list[Path]:
                   if p.suffix.lower() == suffix and not p.name.startswith(".") and p.is_file())
 
 
-def missing_files(samples: Iterable[Sample]) -> list[Path]:
-    return [s.path for s in samples if not s.path.is_file()]
-
-
 def require_files(samples: Sequence[Sample], listed_in: str) -> None:
-    """Raise one UserError for the first missing file (and how many more are missing)."""
-    missing = missing_files(samples)
+    """Raise one UserError for the first missing file (where it is listed, and how many more are missing)."""
+    missing = [s for s in samples if not s.path.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"{missing[0]}: listed in {listed_in} but missing{more}; "
+        raise UserError(f"{missing[0].path}: listed in {missing[0].source or listed_in} but missing{more}; "
                         "re-extract the dataset or run `crossreid check` for the full list")
 
 

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from crossreid.data.datasets.common import (
-    hold_out_ids, list_files, match_name, parse_int_dir, read_id_list, read_index_file, require_dir,
+    IndexLine, hold_out_ids, list_files, match_name, parse_int_dir, read_id_list, read_listed, require_dir,
     require_file, require_files, split_train_val,
 )
 from crossreid.data.registry import register_dataset
@@ -46,14 +46,14 @@ def make_sample(path: Path, word: str, pid: int, where: str) -> Sample:
 
 
 def read_list(path: Path, root: Path, word: str) -> list[Sample]:
-    out = []
-    for line in read_index_file(path):
+    def parse(line: IndexLine) -> Sample:
         parts = line.relpath.split("/")
         if len(parts) != 3 or parts[0] != word or not parts[1].isdigit():
             raise UserError(f"{line.where}: path {line.relpath!r} is not {word}/<pid>/<file>.jpg; "
                             "fix the line or restore the idx file")
-        out.append(make_sample(root.joinpath(*parts), word, int(parts[1]), line.where))
-    return out
+        return make_sample(root.joinpath(*parts), word, int(parts[1]), line.where)
+
+    return read_listed(path, parse)
 
 
 def scan_test(root: Path, word: str, test_ids: list[int]) -> list[Sample]:
@@ -89,7 +89,7 @@ def read_test_folders(root: Path, word: str, test_ids: list[int]) -> list[Sample
 
 @register_dataset("llcm", folder="LLCM",
                   description="LLCM: 1,064 ids, 9 cameras, low-light visible and near-IR (both directions)",
-                  protocol="llcm")
+                  protocol="llcm", shared_cameras=True)
 def load_llcm(root: Path, idx_dir: str | Path | None = None, test_source: str = "auto", val_ids: int = 0,
               seed: int = 0, check_files: bool = True) -> Catalog:
     """Read the tree under ``root``; ``idx_dir`` overrides ``root/idx``."""

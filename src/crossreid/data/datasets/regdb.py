@@ -19,8 +19,7 @@ import re
 from pathlib import Path
 
 from crossreid.data.datasets.common import (
-    IndexLine, hold_out_ids, match_name, read_index_file, require_dir, require_file, require_files,
-    split_train_val,
+    IndexLine, hold_out_ids, match_name, read_listed, require_dir, require_file, require_files, split_train_val,
 )
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample
@@ -49,7 +48,7 @@ def parse_line(line: IndexLine, root: Path, folder: str) -> Sample:
 
 
 def read_list(path: Path, root: Path, folder: str) -> list[Sample]:
-    return [parse_line(line, root, folder) for line in read_index_file(path)]
+    return read_listed(path, lambda line: parse_line(line, root, folder))
 
 
 @register_dataset("regdb", folder="RegDB",
