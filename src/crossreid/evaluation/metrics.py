@@ -133,6 +133,10 @@ class Metrics:
     ranks: tuple[int, ...] = DEFAULT_RANKS
     cmc_level: str = "image"
     ap: np.ndarray | None = field(default=None, repr=False)  # per query, NaN where invalid
+    num_gallery: int = 0
+    # What the trial's gallery allows (crossreid.evaluation.chance), set by evaluate_protocol:
+    chance_rank1: float | None = None  # expected R1 of a random ranking
+    deepest_rank: int | None = None    # CMC ranks beyond it are padded, not results
 
     def rank(self, k: int) -> float:
         return float(self.cmc[k - 1])
@@ -143,7 +147,8 @@ class Metrics:
 
     @classmethod
     def from_per_query(cls, first: np.ndarray, ap: np.ndarray, inp: np.ndarray, num_queries: int,
-                       ranks: Sequence[int], cmc_level: str, per_query: np.ndarray | None = None) -> "Metrics":
+                       ranks: Sequence[int], cmc_level: str, per_query: np.ndarray | None = None,
+                       num_gallery: int = 0) -> "Metrics":
         """Aggregate valid queries: first-match ranks (1-based), AP and INP per valid query."""
         n = len(first)
         if n == 0:
@@ -153,7 +158,7 @@ class Metrics:
         hist = np.bincount(np.minimum(first, top + 1), minlength=top + 2)[1:top + 1]
         cmc = np.cumsum(hist) / n
         return cls(cmc, math.fsum(ap) / n, math.fsum(inp) / n, n, num_queries,
-                   tuple(ranks), cmc_level, per_query)
+                   tuple(ranks), cmc_level, per_query, num_gallery)
 
 
 def check_level(cmc: str) -> str:
@@ -404,4 +409,4 @@ def compute_metrics(query_ids: Sequence[int], gallery_ids: Sequence[int],
         per_q = np.full(nq, np.nan)
         per_q[valid] = ap
     order = np.argsort(valid)  # aggregate in query order, whatever the chunking
-    return Metrics.from_per_query(first[order], ap[order], inp[order], nq, ranks, cmc, per_q)
+    return Metrics.from_per_query(first[order], ap[order], inp[order], nq, ranks, cmc, per_q, ng)

@@ -8,6 +8,7 @@ protocols (SYSU-MM01, RegDB, LLCM, RGB-D) register themselves with
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 
 from crossreid.data.samples import Catalog, sample_arrays
 from crossreid.errors import UserError
+from crossreid.evaluation.chance import gallery_reach
 from crossreid.evaluation.distance import check_metric, check_precision
 from crossreid.evaluation.metrics import SAME_CAMERA, ExclusionRule, Metrics, check_level, compute_metrics
 from crossreid.evaluation.results import ProtocolResult
@@ -219,12 +221,15 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
         g = sample_columns([catalog.gallery[i] for i in trial.gallery])
         reranked = {} if rerank is None else {"distances": rerank(query_features[trial.query],
                                                                   gallery_features[trial.gallery], protocol.distance)}
-        per_trial.append(compute_metrics(
+        metrics = compute_metrics(
             q["pid"], g["pid"], q["cam"], g["cam"], **reranked,
             query_features=None if rerank else query_features[trial.query],
             gallery_features=None if rerank else gallery_features[trial.gallery],
             metric=protocol.distance, precision=protocol.precision, exclusion=trial.exclusion,
-            query_keys=q, gallery_keys=g, cmc=trial.cmc, chunk_size=chunk_size))
+            query_keys=q, gallery_keys=g, cmc=trial.cmc, chunk_size=chunk_size)
+        reach = gallery_reach(q, g, trial.exclusion)
+        per_trial.append(dataclasses.replace(metrics, chance_rank1=reach.chance_rank1(trial.cmc),
+                                             deepest_rank=reach.deepest_rank(trial.cmc)))
     return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
                           dataset=catalog.name, options=getattr(protocol, "options", {}),
                           rerank=rerank.describe() if rerank else None)

@@ -58,4 +58,4 @@ def reference_metrics(distances: np.ndarray, query_ids: Sequence[int], gallery_i
         inps.append(len(hit_ranks) / int(hit_ranks[-1]))
         per_query[q] = ap
     return Metrics.from_per_query(np.array(firsts, dtype=np.int64), np.array(aps), np.array(inps),
-                                  len(qids), ranks, cmc, per_query)
+                                  len(qids), ranks, cmc, per_query, len(gids))

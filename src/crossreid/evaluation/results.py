@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -47,6 +47,27 @@ class ProtocolResult:
         """Mean CMC curve over trials (element-wise)."""
         return np.mean([t.cmc for t in self.trials], axis=0)
 
+    def chance_rank1(self) -> float | None:
+        """Mean over trials of the expected R1 of a random ranking (None when not recorded)."""
+        values = [t.chance_rank1 for t in self.trials]
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    def deepest_rank(self) -> int | None:
+        """The deepest CMC rank that is a result in every trial (None when not recorded)."""
+        values = [t.deepest_rank for t in self.trials]
+        return None if any(v is None for v in values) else min(values)
+
+    def shown_ranks(self) -> tuple[int, ...]:
+        """The CMC ranks that are results: those within the smallest ranked gallery."""
+        deepest = self.deepest_rank()
+        return tuple(k for k in self.ranks if deepest is None or k <= deepest)
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Queries, valid queries and gallery items: (smallest, largest) over trials."""
+        per = {"queries": [t.num_queries for t in self.trials], "valid": [t.num_valid for t in self.trials],
+               "gallery": [t.num_gallery for t in self.trials]}
+        return {k: (min(v), max(v)) for k, v in per.items()}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -59,18 +80,73 @@ class ProtocolResult:
             "mean": self.mean(),
             "std": self.std(),
             "cmc": self.cmc.tolist(),
+            "chance_rank1": self.chance_rank1(),
+            "deepest_rank": self.deepest_rank(),
             "trials": [{**t.summary(), "cmc": t.cmc.tolist(), "cmc_level": t.cmc_level,
-                        "num_valid": t.num_valid, "num_queries": t.num_queries} for t in self.trials],
+                        "num_valid": t.num_valid, "num_queries": t.num_queries, "num_gallery": t.num_gallery,
+                        "chance_rank1": t.chance_rank1, "deepest_rank": t.deepest_rank} for t in self.trials],
         }
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_json())
 
+    def cells(self) -> dict[str, str]:
+        """Metric label (``R1``, …, ``mAP``, ``mINP``) → percent text, ``45.2 ± 1.3`` over several
+        trials; CMC ranks beyond the smallest ranked gallery are left out (see ``shown_ranks``)."""
+        mean, std = self.mean(), self.std()
+        labels = {**{f"rank{k}": f"R{k}" for k in self.shown_ranks()}, "map": "mAP", "minp": "mINP"}
+        spread = len(self.trials) > 1
+        return {label: f"{100 * mean[k]:.1f}" + (f" ± {100 * std[k]:.1f}" if spread else "")
+                for k, label in labels.items()}
+
     def format_table(self) -> str:
         """``R1 45.2 ± 1.3 | R5 … | mAP … | mINP …`` in percent (no ± for one trial)."""
-        mean, std = self.mean(), self.std()
-        labels = {**{f"rank{k}": f"R{k}" for k in self.ranks}, "map": "mAP", "minp": "mINP"}
-        spread = len(self.trials) > 1
-        cells = [f"{label} {100 * mean[k]:.1f}" + (f" ± {100 * std[k]:.1f}" if spread else "")
-                 for k, label in labels.items()]
-        return " | ".join(cells)
+        return " | ".join(f"{label} {text}" for label, text in self.cells().items())
+
+    def setting(self) -> str:
+        """The set-up behind the numbers in words: protocol and its options, dataset, trials, CMC
+        level, exclusion rule, distance, re-ranking."""
+        p = self.protocol
+        options = {k: v for k, v in self.options.items() if k not in ("query", "gallery", "distance")}
+        shown = f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+        trials = len(self.trials)
+        exclusion = ", ".join(p.get("exclusion") or []) or "none"
+        rerank = (f"re-ranked (k1={self.rerank['k1']}, k2={self.rerank['k2']}, lambda={self.rerank['lambda_value']})"
+                  if self.rerank else "no re-ranking")
+        return (f"protocol {p.get('name')}{shown} on {self.dataset}: {trials} trial{'s' * (trials != 1)}, "
+                f"{p.get('cmc', 'image')}-level CMC, exclusion {exclusion}; distance {self.distance}; {rerank}")
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def format_evaluation(results: Mapping[str, ProtocolResult]) -> str:
+    """What ``crossreid evaluate`` (and ``score``) print: for each set-up, a line saying it (see
+    ``ProtocolResult.setting``), then per direction the queries, valid queries (those with a true
+    match left in their gallery), gallery items, chance R1 and the metrics, in percent. A CMC rank
+    beyond the smallest gallery a query ranks is shown as '-' (a padded curve, not a result)."""
+    groups: dict[str, list[tuple[str, ProtocolResult]]] = {}
+    for direction, result in results.items():
+        groups.setdefault(result.setting(), []).append((direction, result))
+    lines: list[str] = []
+    for setting, rows in groups.items():
+        labels = [*(f"R{k}" for k in rows[0][1].ranks), "mAP", "mINP"]
+        head = ["direction", "queries", "valid", "gallery", "chance R1", *labels]
+        body = []
+        for direction, result in rows:
+            counts, chance, cells = result.counts(), result.chance_rank1(), result.cells()
+            body.append([direction, *(_span(*counts[k]) for k in ("queries", "valid", "gallery")),
+                         "?" if chance is None else f"{100 * chance:.1f}", *(cells.get(lb, "-") for lb in labels)])
+        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+        lines.append(setting)
+        for row in [head, *body]:
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        hidden = sorted({k for _, r in rows for k in r.ranks if k not in r.shown_ranks()})
+        if hidden:
+            deepest = min(r.deepest_rank() or 0 for _, r in rows if set(r.ranks) - set(r.shown_ranks()))
+            unit = "identities" if rows[0][1].protocol.get("cmc") == "identity" else "images"
+            lines.append(f"  - : {', '.join(f'R{k}' for k in hidden)} lie beyond the smallest gallery a query ranks "
+                         f"({deepest} {unit}): there a query reaches its whole gallery, so the curve is padded, "
+                         "not a result")
+    return "\n".join(lines)

@@ -89,8 +89,11 @@ class RGBDProtocol(DatasetProtocol):
         return out
 
     def aggregate(self, per_trial: list[Metrics]) -> list[Metrics]:
-        """Pair (single-shot, ≤ max_per_id) trials: rank-k of the first, mAP / mINP of the second."""
-        return [dataclasses.replace(full, cmc=single.cmc) for single, full in zip(per_trial[::2], per_trial[1::2])]
+        """Pair (single-shot, ≤ max_per_id) trials: rank-k (and the gallery it ranked) of the first,
+        mAP / mINP of the second."""
+        return [dataclasses.replace(full, cmc=single.cmc, num_gallery=single.num_gallery,
+                                    chance_rank1=single.chance_rank1, deepest_rank=single.deepest_rank)
+                for single, full in zip(per_trial[::2], per_trial[1::2])]
 
     def extra(self) -> dict[str, Any]:
         return {"exclude": self.exclude, "max_per_id": self.max_per_id, "seed": self.seed}

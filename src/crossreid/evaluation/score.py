@@ -18,9 +18,10 @@ import numpy as np
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
-from crossreid.evaluation.protocols import Protocol, evaluate_protocol, get_protocol, with_distance
+from crossreid.evaluation.protocols import PROTOCOLS, Protocol, evaluate_protocol, get_protocol, with_distance
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
+from crossreid.retrieval.features_file import run_metric
 
 LABEL_KEYS = ("ids", "cameras", "modalities")
 OPTIONAL_KEYS = ("frames", "sequences")
@@ -132,17 +133,23 @@ def score_features(features_path: str | os.PathLike, protocol: str | Protocol,
     """Evaluate the features in ``features_path`` under ``protocol`` (a name or a Protocol).
 
     ``metric`` is the default of the protocol's ``distance`` option (a built Protocol keeps its own);
-    ``rerank`` (a :class:`crossreid.evaluation.rerank.Rerank`) re-ranks each trial's distances.
+    without either, the distance of the run that extracted the features (``run_metric``), else
+    euclidean. ``rerank`` (a :class:`crossreid.evaluation.rerank.Rerank`) re-ranks each trial's distances.
     """
     path = Path(features_path)
+    if not isinstance(protocol, Protocol):
+        PROTOCOLS.get(protocol)  # an unknown name fails before the file is read
+    data = load_features(path)
     if isinstance(protocol, Protocol):
         if protocol_options or (metric is not None and metric != protocol.distance):
             raise UserError(f"protocol {protocol.name!r} is already built; set its options (distance "
                             f"{protocol.distance!r}) when building it, or pass its name")
         proto = protocol
     else:
-        proto = get_protocol(protocol, **with_distance(dict(protocol_options or {}), metric))
-    data = load_features(path)
+        options = dict(protocol_options or {})
+        if metric is None and "distance" not in options:
+            metric = run_metric(data)
+        proto = get_protocol(protocol, **with_distance(options, metric))
     feats = _floating(data["features"])  # float64 files keep their precision
     if dataset is None:
         catalog = catalog_from_arrays(path, data)
