@@ -56,8 +56,9 @@ def sysu_counts(csv_path: Path = SYSU / "derived" / "image_counts.csv") -> list[
 
 
 def build_sysu(root: Path, counts: Iterable[tuple[int, int, int]],
-               splits: dict[str, list[int]] | None = None) -> Path:
-    """``cam{c}/{pid:04d}/{k:04d}.jpg`` for every (cam, pid, n); ``exp/*.txt`` when ``splits`` is given."""
+               splits: dict[str, list[int]] | None = None, perm: bool = False) -> Path:
+    """``cam{c}/{pid:04d}/{k:04d}.jpg`` for every (cam, pid, n); ``exp/*.txt`` when ``splits`` is
+    given; with ``perm``, an ``exp/rand_perm_cam.mat`` that fits the folders (``write_perm``)."""
     counts = list(counts)
     for cam in range(1, 7):
         (root / f"cam{cam}").mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,31 @@ def build_sysu(root: Path, counts: Iterable[tuple[int, int, int]],
         (root / "exp").mkdir(exist_ok=True)
         for part, ids in splits.items():
             (root / "exp" / f"{part}_id.txt").write_text(",".join(str(i) for i in ids) + "\n")
+    if perm:
+        (root / "exp").mkdir(exist_ok=True)
+        write_perm(root / "exp" / "rand_perm_cam.mat", counts)
     return root
+
+
+def write_perm(path: Path, counts: Iterable[tuple[int, int, int]]) -> Path:
+    """A rand_perm_cam.mat with the official nesting (6x1 cells of per-pid cells of uint8 10xn
+    matrices) for every (cam, pid, n); row t is 1..n rolled by t + 1, so folder (1, 1) of two
+    images alternates [2 1] / [1 2]."""
+    from scipy.io import savemat
+
+    counts = list(counts)
+    pids = max([12] + [p for _, p, _ in counts])
+    cells = np.empty((6, 1), dtype=object)
+    for cam in range(1, 7):
+        inner = np.empty((pids, 1), dtype=object)
+        for pid in range(1, pids + 1):
+            inner[pid - 1, 0] = np.zeros((0, 0), dtype=np.uint8)
+        cells[cam - 1, 0] = inner
+    for cam, pid, n in counts:
+        rows = [np.roll(np.arange(1, n + 1), t) for t in range(1, 11)]
+        cells[cam - 1, 0][pid - 1, 0] = np.array(rows, dtype=np.uint8)
+    savemat(str(path), {"rand_perm_cam": cells})
+    return path
 
 
 # -- RegDB --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ SPLITS = {"train": [1], "val": [2], "test": [7]}
 
 @pytest.fixture
 def sysu(tmp_path) -> Path:
-    return build_sysu(tmp_path / "SYSU-MM01", COUNTS, SPLITS)
+    return build_sysu(tmp_path / "SYSU-MM01", COUNTS, SPLITS, perm=True)
 
 
 def test_good_tree(sysu):
@@ -81,6 +81,8 @@ def test_real_dataset_is_compared_with_its_published_size(tmp_path):
     (root / "exp").mkdir()
     for part in ("train", "val", "test"):
         (root / "exp" / f"{part}_id.txt").write_bytes((SYSU / "exp" / f"{part}_id.txt").read_bytes())
+    perm = SYSU / "evaluation_data_split" / "rand_perm_cam.mat"
+    (root / "exp" / "rand_perm_cam.mat").write_bytes(perm.read_bytes())
     assert check_dataset("sysu_mm01", root, decode_images=False, progress=False).ok
     test_id = int((SYSU / "exp" / "test_id.txt").read_text().split(",")[0])
     folder = next(root / f"cam{c}" / f"{test_id:04d}" for c in (2, 1, 4, 5)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.io import loadmat, savemat
+from scipy.io import loadmat
 
 from crossreid.data.datasets.common import read_id_list
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol, score_features
-from fixtures_real import SYSU, build_sysu, sysu_counts
+from fixtures_real import SYSU, build_sysu, sysu_counts, write_perm
 
 PERM = SYSU / "evaluation_data_split" / "rand_perm_cam.mat"
 EXPECTED_GALLERY = {("all", 1): 301, ("indoor", 1): 112, ("all", 10): 3010, ("indoor", 10): 1120}
@@ -107,21 +107,6 @@ SMALL = [(1, 1, 2), (2, 1, 1), (3, 1, 1), (6, 1, 1), (2, 2, 1), (4, 2, 1), (3, 2
 X = {"cam1/0001/0001.jpg": 10.0, "cam1/0001/0002.jpg": 0.0, "cam2/0001/0001.jpg": 1.0, "cam2/0002/0001.jpg": 2.0,
      "cam2/0003/0001.jpg": 3.0, "cam4/0002/0001.jpg": 2.5,
      "cam3/0001/0001.jpg": 3.9, "cam3/0002/0001.jpg": 0.1, "cam3/0003/0001.jpg": 3.0, "cam6/0001/0001.jpg": 2.3}
-
-
-def write_perm(path: Path, counts, first_rows=None) -> Path:
-    """A rand_perm_cam.mat with the official nesting; folder (1, 1) alternates [2 1] / [1 2]."""
-    cells = np.empty((6, 1), dtype=object)
-    for cam in range(1, 7):
-        inner = np.empty((12, 1), dtype=object)
-        for pid in range(1, 13):
-            inner[pid - 1, 0] = np.zeros((0, 0), dtype=np.uint8)
-        cells[cam - 1, 0] = inner
-    for cam, pid, n in counts:
-        rows = [np.roll(np.arange(1, n + 1), t) for t in range(1, 11)]
-        cells[cam - 1, 0][pid - 1, 0] = np.array(rows, dtype=np.uint8)
-    savemat(str(path), {"rand_perm_cam": cells})
-    return path
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import click
 
 from crossreid.version import __version__
 from crossreid.errors import UserError, explain_validation, parse_assignment
+from crossreid.modality import accepted_names
 
 
 class _Group(click.Group):
@@ -90,24 +91,44 @@ def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **
 
 
 def _load_run_config(config: str, overrides: tuple[str, ...]):
-    from crossreid.config import load_config, resolve_config
+    from crossreid.config import absolute_paths, load_config, resolve_config
 
-    return load_config(resolve_config(config), list(overrides))
+    return absolute_paths(load_config(resolve_config(config), list(overrides)))
 
 
-@cli.command("train")
+class _TrainCommand(click.Command):
+    """``train --help`` ends with the shipped configs, grouped by the dataset they train on."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from crossreid.config import packaged_configs_by_dataset
+
+        groups = packaged_configs_by_dataset()
+        label = {"generic": "your own data (generic)", "synthetic": "synthetic (CPU-sized)"}
+        with formatter.section("Shipped configs (CONFIG), by the dataset they train on"):
+            formatter.write_dl([(label.get(d, d), ", ".join(names)) for d, names in sorted(
+                groups.items(), key=lambda kv: (kv[0] != "generic", kv[0]))])
+
+
+@cli.command("train", cls=_TrainCommand)
 @click.argument("config")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--ignore-check", is_flag=True,
+              help="Train even though the data fails `crossreid check` (e.g. a person in both the training and "
+                   "the test split); the problems are recorded in the run's data_check.json.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
-    """Train a method. CONFIG is a YAML file or a shipped config name (e.g. demo)."""
+def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, ignore_check: bool,
+              quiet: bool) -> None:
+    """Train a method. CONFIG is a YAML file or a shipped config name (listed below); KEY=VALUE
+    overrides a setting, e.g. data.root=/data/mine train.epochs=30. Paths are saved absolute."""
+    from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
     from crossreid.engine import distributed as D
     from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
+    from crossreid.io import write_json
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
@@ -118,8 +139,12 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
     catalog = open_catalog(cfg.data, progress=not quiet and dist.main)
     if dist.main:
         D.barrier(dist)
-    summary = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet,
-                      dist=dist).fit()
+    found = require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "train", say=dist.main)
+    trainer = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet, dist=dist)
+    if dist.main:
+        write_json(Path(out) / "data_check.json", {"dataset": cfg.data.dataset, "root": str(catalog.root),
+                                                   "ignored_problems": found.problems, "warnings": found.warnings})
+    summary = trainer.fit()
     if dist.main:
         click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
 
@@ -132,28 +157,33 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @click.option("--protocol", help="Protocol name (default: the dataset's own, see `crossreid protocols`).")
 @click.option("--option", "protocol_options", multiple=True, metavar="KEY=VALUE",
               help="Protocol option, e.g. --option mode=indoor --option shots=10 (repeatable).")
-@click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
+@click.option("--direction", "directions", multiple=True,
+              help="query:gallery, e.g. rgb:ir or 'rgb->ir' (quoted: > is a redirect in a shell); repeatable; "
+                   "default: the run's eval.directions.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
               help="Distance (default: the run's eval.metric; same as --option distance=...).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the results.")
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
+@click.option("--ignore-check", is_flag=True, help="Evaluate even though the data fails `crossreid check` "
+              "(e.g. a person in both the training and the test split).")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
                  metric: str | None, json_out: str | None, quiet: bool, rerank: bool = False,
-                 rerank_options: tuple[str, ...] = ()) -> None:
-    """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools."""
+                 rerank_options: tuple[str, ...] = (), ignore_check: bool = False) -> None:
+    """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools.
+    Prints, per protocol set-up, the queries, valid queries, gallery size and chance R1 beside the metrics."""
+    from crossreid.evaluation.results import format_evaluation
     from crossreid.experiment import evaluate_run
     from crossreid.io import write_json
 
     results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
                            dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
-                           metric=metric, rerank=_rerank_from(rerank, rerank_options))
+                           metric=metric, rerank=_rerank_from(rerank, rerank_options), ignore_check=ignore_check)
     if not results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
-    for direction, result in results.items():
-        click.echo(f"{direction:<14} {result.format_table()}{_rerank_note(result)}")
+    click.echo(format_evaluation(results))
     if json_out:
         write_json(json_out, {d: r.to_json() for d, r in results.items()})
         click.echo(f"wrote {json_out}")
@@ -173,7 +203,8 @@ def _parse_options(items: tuple[str, ...], what: str) -> dict:
 @click.option("--root", help="The dataset's root folder.")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE", help="Dataset loader option.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
-              help="Distance (default: the protocol's, Euclidean unless --option distance=cosine).")
+              help="Distance (default: --option distance=..., else the eval.metric of the run that extracted the "
+                   "features, else euclidean).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the result.")
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
@@ -181,12 +212,13 @@ def score_cmd(features: str, protocol: str, protocol_options: tuple[str, ...], d
               root: str | None, data_options: tuple[str, ...], metric: str | None, json_out: str | None,
               rerank: bool = False, rerank_options: tuple[str, ...] = ()) -> None:
     """Score a features file (.npz with paths and features) under a named protocol."""
+    from crossreid.evaluation.results import format_evaluation
     from crossreid.evaluation.score import score_features
 
     result = score_features(features, protocol, _parse_options(protocol_options, "--option"), dataset=dataset,
                             root=root, metric=metric, dataset_options=_parse_options(data_options, "--data-option"),
                             rerank=_rerank_from(rerank, rerank_options))
-    click.echo(result.format_table() + _rerank_note(result))
+    click.echo(format_evaluation({result.protocol.get("direction", "-"): result}))
     if json_out:
         result.save(json_out)
         click.echo(f"wrote {json_out}")
@@ -201,14 +233,17 @@ def protocols_cmd() -> None:
         click.echo(name)
 
 
-@cli.command("check")
+@cli.command("check", epilog=f"Modality names accepted in manifests and folder names (with aliases): {accepted_names()}.")
 @click.argument("dataset")
 @click.option("--root", help="Dataset folder (default: $CROSSREID_DATA/<name>).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
 @click.option("--no-decode", is_flag=True, help="Only check that files exist; do not decode them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def check_cmd(dataset: str, root: str | None, options: tuple[str, ...], no_decode: bool, quiet: bool) -> None:
-    """Validate a dataset folder: counts per pool, modality and camera; missing or corrupt files."""
+    """Validate a dataset folder: counts per pool, modality and camera; missing or corrupt files; what
+    its protocols read; warnings on identities in one modality only, rgb and ir sharing camera ids and
+    images whose channels contradict their modality. Exit 1 on a problem (train and evaluate refuse
+    such data unless --ignore-check)."""
     from crossreid.data.datasets.check import check_dataset
 
     report = check_dataset(dataset, root, decode_images=not no_decode, progress=not quiet,
@@ -217,6 +252,33 @@ def check_cmd(dataset: str, root: str | None, options: tuple[str, ...], no_decod
         click.echo(line)
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@cli.command("manifest")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--pattern", required=True,
+              help="Each image's path under FOLDER, with fields: {modality} and {person} (required), {camera}, "
+                   "{split}, {frame}, {sequence}, {n} (an image number); * matches any text. "
+                   "E.g. '{modality}/{person}/cam{camera}_{n}.png' (quote it).")
+@click.option("--split", "fractions", help="Person fractions, e.g. train=0.5,val=0.1,test=0.4 "
+              "(default train=0.5,test=0.5; not with a {split} field).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the person split.")
+@click.option("--shared-cameras", is_flag=True, help="A camera name is one co-registered sensor in every modality "
+              "(e.g. RGB-D); by default cameras are numbered per modality.")
+@click.option("--mixed-sizes", is_flag=True, help="Accept images of one modality with different sizes.")
+@click.option("--name", default="manifest.csv", show_default=True, help="Manifest file name, written in FOLDER.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing manifest.")
+def manifest_cmd(folder: str, pattern: str, fractions: str | None, seed: int, shared_cameras: bool,
+                 mixed_sizes: bool, name: str, overwrite: bool) -> None:
+    """Write FOLDER/manifest.csv (the `generic` dataset) from a folder layout: person names numbered,
+    cameras numbered per modality, persons split into train/val/test with a seed."""
+    from crossreid.data.datasets.folder_manifest import build_manifest
+
+    built = build_manifest(folder, pattern, fractions, seed, shared_cameras, mixed_sizes, name, overwrite)
+    for line in built.summary():
+        click.echo(line)
+    option = f" --option manifest={name}" if name != "manifest.csv" else ""
+    click.echo(f"next: crossreid check generic --root {folder}{option}")
 
 
 @cli.command("calibrate")
@@ -274,11 +336,6 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
 
 
 # ---------------------------------------------------------------- retrieval: extract, index, search, export
-def _rerank_note(result) -> str:
-    r = getattr(result, "rerank", None)
-    return f" (re-ranked: k1={r['k1']}, k2={r['k2']}, lambda={r['lambda_value']})" if r else ""
-
-
 def _rerank_from(enabled: bool, options: tuple[str, ...]):
     """A Rerank when --rerank is given (options k1, k2, lambda), else None."""
     if not enabled:
@@ -319,21 +376,22 @@ def extract_cmd(run: str, source: str, out: str, modality: str | None, only: tup
 @cli.command("index")
 @click.argument("features", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Index file to write (.npz).")
-@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
+              help="Distance (default: the eval.metric of the run that extracted the features, else euclidean).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Storage of the gallery features (float16 halves memory).")
 @click.option("--approximate", type=click.Choice(["hnsw", "ivf"]), help="Also build a FAISS index (needs faiss).")
 @click.option("--ann-option", "ann_options", multiple=True, metavar="KEY=VALUE",
               help="hnsw: M, ef_construction, ef_search; ivf: nlist, nprobe.")
 @click.option("--recall-k", type=int, default=10, show_default=True, help="K of the recall measured at build.")
-def index_cmd(features: str, out: str, metric: str, dtype: str, approximate: str | None,
+def index_cmd(features: str, out: str, metric: str | None, dtype: str, approximate: str | None,
               ann_options: tuple[str, ...], recall_k: int) -> None:
     """Build a gallery index from a features file."""
     from crossreid.retrieval.index import build_index
 
     index = build_index(features, out, metric, dtype, approximate, _parse_options(ann_options, "--ann-option"),
                         recall_k, log=click.echo)
-    click.echo(f"wrote {out}: {len(index)} images × {index.dim} dims, {metric}"
+    click.echo(f"wrote {out}: {len(index)} images × {index.dim} dims, {index.metric}"
                f"{' + ' + approximate + ' side file' if approximate else ''}")
 
 

@@ -130,6 +130,14 @@ class EvalConfig(_Strict):
     metric: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = Field(128, ge=1)
 
+    @field_validator("directions")
+    @classmethod
+    def _check_directions(cls, value: list[str]) -> list[str]:
+        """Any accepted spelling (``rgb:ir``, ``visible->thermal``) becomes ``rgb->ir``."""
+        from crossreid.modality import direction_name
+
+        return [direction_name(v) for v in value]
+
 
 class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
@@ -217,6 +225,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(raw, source=str(path) if path is not None else "config", overrides=overrides)
 
 
+def absolute_paths(cfg: RunConfig, base: str | Path | None = None) -> RunConfig:
+    """A copy of ``cfg`` whose relative paths (``data.root``, ``train.cache_dir``) are made absolute
+    against ``base`` (default: the working directory), so a run's saved config works from any folder."""
+    out = cfg.model_copy(deep=True)
+    anchor = Path(base) if base is not None else Path.cwd()
+    for section, key in (("data", "root"), ("train", "cache_dir")):
+        value = getattr(getattr(out, section), key)
+        if value is not None:
+            setattr(getattr(out, section), key, str((anchor / Path(value).expanduser()).absolute()))
+    return out
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
@@ -226,6 +246,15 @@ PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 def packaged_config_names() -> list[str]:
     return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def packaged_configs_by_dataset() -> dict[str, list[str]]:
+    """Shipped config names grouped by the dataset each one trains on (``data.dataset``)."""
+    out: dict[str, list[str]] = {}
+    for name in packaged_config_names():
+        data = read_yaml(PACKAGED_CONFIGS / f"{name}.yaml").get("data") or {}
+        out.setdefault(str(data.get("dataset", DataConfig().dataset)), []).append(name)
+    return out
 
 
 # Shipped names before config files followed method names; they still resolve.

@@ -64,14 +64,16 @@ def record_test_feature(results: dict, method) -> dict:
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
                  data_options: dict | None = None, progress: bool = True, metric: str | None = None,
-                 rerank=None) -> dict:
+                 rerank=None, ignore_check: bool = False) -> dict:
     """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
     evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials;
     a missing trial run is an error. ``metric`` (default: the run's ``eval.metric``) is the
-    default of the protocol's ``distance`` option.
+    default of the protocol's ``distance`` option. Data that fails ``crossreid check`` (at catalog
+    level: :func:`~crossreid.data.datasets.check.require_sound`) is refused unless ``ignore_check``.
     """
+    from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
     from crossreid.engine.runs import load_run
 
@@ -80,13 +82,15 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
         from crossreid.evaluation.regdb_protocols import combine_trials
 
         per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
-                                  metric, rerank) for r in find_trial_runs(str(run))]
+                                  metric, rerank, ignore_check) for r in find_trial_runs(str(run))]
         return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
     cfg, method = load_run(run)
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
     if updates:
         cfg.data = cfg.data.model_copy(update=updates)
     catalog = open_catalog(cfg.data, progress=progress)
+    require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "evaluate",
+                  protocols=[protocol] if protocol else None)
     stores = TestStores.of(catalog, cfg.data)
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                   metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,

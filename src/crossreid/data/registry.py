@@ -29,17 +29,20 @@ class DatasetEntry:
     description: str
     protocol: str
     val_protocol: str
+    shared_cameras: bool = False  # one camera id = one physical camera across rgb and ir (LLCM)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, folder: str, description: str, *, protocol: str,
-                     val_protocol: str | None = None) -> Callable[[Loader], Loader]:
+                     val_protocol: str | None = None, shared_cameras: bool = False) -> Callable[[Loader], Loader]:
     """Decorator of a loader; ``protocol`` scores its test pools, ``val_protocol`` (default the
-    same) its held-out validation ids. Built-in loaders are imported by ``crossreid.data.datasets``."""
+    same) its held-out validation ids. ``shared_cameras``: an rgb and an ir image with one camera
+    id come from one physical camera, so ``crossreid check`` does not warn that the same-camera
+    rule removes cross-modal gallery items. Built-in loaders are imported by ``crossreid.data.datasets``."""
     return DATASETS.decorator(name, lambda fn: DatasetEntry(name, fn, folder, description, protocol,
-                                                            val_protocol or protocol))
+                                                            val_protocol or protocol, shared_cameras))
 
 
 def dataset_names() -> list[str]:

@@ -21,7 +21,7 @@ from crossreid import __version__
 from crossreid.errors import UserError
 from crossreid.evaluation.distance import check_metric
 from crossreid.io import atomic_path, file_sha256
-from crossreid.retrieval.features_file import model_of, save_npz
+from crossreid.retrieval.features_file import model_of, run_metric, save_npz
 
 FORMAT = "crossreid-index"
 VERSION = 1
@@ -72,16 +72,17 @@ def faiss_path(index_path: Path) -> Path:
     return index_path.with_name(index_path.name + ".faiss")
 
 
-def build_index(features_path: str | os.PathLike, out: str | os.PathLike, metric: str = "euclidean",
+def build_index(features_path: str | os.PathLike, out: str | os.PathLike, metric: str | None = None,
                 dtype: str = "float32", approximate: str | None = None, options: dict | None = None,
                 recall_k: int = 10, log=print) -> GalleryIndex:
-    """Index a features file; ``approximate`` ("hnsw" or "ivf") adds a FAISS side file."""
+    """Index a features file; ``approximate`` ("hnsw" or "ivf") adds a FAISS side file. ``metric``
+    defaults to the distance of the run that extracted the features, else euclidean."""
     from crossreid.evaluation.score import load_features
 
-    metric = check_metric(metric)
     if dtype not in ("float32", "float16"):
         raise UserError(f"--dtype {dtype}: use float32 or float16")
     data = load_features(features_path)
+    metric = check_metric(metric or run_metric(data) or "euclidean")
     n = len(data["features"])
     if n == 0:
         raise UserError(f"{features_path}: holds no features (empty gallery); extract some images first")
