@@ -44,22 +44,6 @@ def _first_trial(catalog: Catalog, result: ProtocolResult, spread: int | None = 
     return protocol, trial, rows, q_cols, g_cols, removed
 
 
-def chance_rank1(catalog: Catalog, result: ProtocolResult) -> float:
-    """Expected R1 of a random ranking on the first trial: per valid query, the share of its
-    kept gallery that matches (image-level CMC) or one over its kept identities (identity-level)."""
-    _, _, _, q_cols, g_cols, removed = _first_trial(catalog, result)
-    g_pid = np.asarray(g_cols["pid"])
-    keep = np.ones((len(q_cols["pid"]), len(g_pid)), bool) if removed is None else ~removed
-    same = np.asarray(q_cols["pid"])[:, None] == g_pid[None, :]
-    matches, total = (same & keep).sum(1), keep.sum(1)
-    valid = matches > 0
-    if not valid.any():
-        return float("nan")
-    if result.protocol.get("cmc") == "identity":
-        return float(np.mean([1.0 / len(np.unique(g_pid[k])) for k in keep[valid]]))
-    return float(np.mean(matches[valid] / total[valid]))
-
-
 def ranked_examples(catalog: Catalog, result: ProtocolResult, features: tuple[np.ndarray, np.ndarray],
                     queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
     """First trial of the protocol ``result`` was scored with: a few evenly spaced queries and
@@ -117,7 +101,7 @@ def write_report(path: Path, results: dict, catalog: Catalog, query_store: Image
             cells = "".join(f"<td>{100 * mean[k]:.1f}" + (f" ± {100 * std[k]:.1f}" if len(res.trials) > 1 else "")
                             + "</td>" for k in ("rank1", "rank5", "rank10", "rank20", "map", "minp"))
             parts.append(f"<tr><td>{html.escape(method)}</td><td>{html.escape(direction)}</td>{cells}"
-                         f"<td>{len(res.trials)}</td><td>{100 * chance_rank1(catalog, res):.1f}</td></tr>")
+                         f"<td>{len(res.trials)}</td><td>{100 * res.chance_rank1():.1f}</td></tr>")
     parts.append("</table><p>Chance R1: what a random ranking scores on the first trial's gallery "
                  "(after the protocol's exclusion rule), for comparison.</p>")
     parts += [f"<p>{html.escape(note)}</p>" for note in protocol_notes(results)]
