@@ -308,7 +308,7 @@ def test_check_lists_one_modality_ids_and_contradicting_channels(synth, tmp_path
 
 
 def test_embed_and_check_apply_one_modality_test(lab_run, tmp_path):
-    """Each case: `embed` refuses exactly the images `check` warns about, with the same reason."""
+    """Each case: `embed` and `extract` refuse exactly the images `check` warns about, with the same reason."""
     import crossreid
     from crossreid.data.images import modality_contradiction
     from crossreid.modality import Modality
@@ -340,6 +340,9 @@ def test_embed_and_check_apply_one_modality_test(lab_run, tmp_path):
         report = check_dataset("generic", tmp_path, manifest=f"{name}.csv", progress=False)
         mismatched = [why for p, why in report.mismatched if p == path and why.endswith(f"(listed as {modality})")]
         assert bool(mismatched) == bool(reason) and (not reason or mismatched[0].startswith(reason)), name
+        code, _, err = invoke("extract", base / "runs" / "lab", "--images", tmp_path / f"{name}.csv",
+                              "--out", tmp_path / f"{name}.npz", "--quiet")
+        assert (code == 0) == (reason is None) and (not reason or reason in err), (name, err)
         verdicts[name] = reason is not None
     assert verdicts == {"grey-as-rgb": True, "colour-as-ir": True, "near-grey-as-ir": False, "grey-as-ir": False,
                         "colour-as-rgb": False}

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from crossreid.data.images import modality_contradiction, open_image
 from crossreid.engine import distributed as D
 from crossreid.errors import UserError
 from crossreid.retrieval.embedder import load_run
@@ -30,6 +31,10 @@ def extract_images(run: str | os.PathLike, source: str | os.PathLike, out: str |
     entries = read_image_list(source, modality, splits, only)
     for m in sorted({e.modality for e in entries}, key=str):
         embedder.method.check_modality(m)
+    for e in entries:  # the rule `embed` refuses with (and `check` warns with), on every rank alike
+        reason = modality_contradiction(open_image(e.path), e.modality)
+        if reason:
+            raise UserError(f"{e.path}: {reason} Pass it with its real modality; nothing was written to {out}")
     mine = [e.sample() for e in entries[dist.rank::dist.world]]
     feats = embedder.embed_samples(mine, batch_size, progress=progress and dist.main, bf16=bf16,
                                    channels_last=channels_last)
