@@ -109,9 +109,9 @@ class CheckReport:
 
 # ---------------------------------------------------------------------------- catalog level (cheap)
 
-def _structure_problems(catalog: Catalog) -> list[str]:
+def _structure_problems(catalog: Catalog, needed: Sequence[str]) -> list[str]:
     problems = []
-    for pool in ("train", "query", "gallery"):
+    for pool in needed:
         if not catalog.pool(pool):
             problems.append(f"pool {pool} is empty")
     train_ids = {s.pid for s in catalog.train} | {s.pid for s in catalog.val}
@@ -213,12 +213,14 @@ def _protocol_findings(protocols: Sequence[tuple[str, Catalog]], shared: list[in
 
 
 def catalog_findings(name: str, catalog: Catalog, options: dict[str, Any] | None = None,
-                     protocols: Sequence[str] | None = None) -> Findings:
+                     protocols: Sequence[str] | None = None,
+                     needed: Sequence[str] = ("train", "query", "gallery")) -> Findings:
     """What is wrong (problems) or doubtful (warnings) in ``catalog`` of dataset ``name``, without
     opening an image. ``protocols`` (default: the dataset's test protocol, and its validation
-    protocol on the val pool when there is one) are built and their trials drawn."""
+    protocol on the val pool when there is one) are built and their trials drawn; an empty pool
+    of ``needed`` is a problem."""
     entry: DatasetEntry = get_entry(name)
-    found = Findings(_structure_problems(catalog) + size_problems(name, catalog, dict(options or {})),
+    found = Findings(_structure_problems(catalog, needed) + size_problems(name, catalog, dict(options or {})),
                      _one_modality_warnings(catalog))
     if catalog.query and catalog.gallery:
         runs = [(p, catalog) for p in (protocols or [entry.protocol])]
@@ -233,9 +235,11 @@ def catalog_findings(name: str, catalog: Catalog, options: dict[str, Any] | None
 
 def require_sound(name: str, catalog: Catalog, options: dict[str, Any] | None, ignore: bool, command: str,
                   protocols: Sequence[str] | None = None, say: bool = True) -> Findings:
-    """:func:`catalog_findings` at the start of ``command`` (train, evaluate): a problem is one
-    UserError unless ``ignore``; warnings (and ignored problems) are printed on stderr when ``say``."""
-    found = catalog_findings(name, catalog, options, protocols)
+    """:func:`catalog_findings` at the start of ``command`` (``train``: an empty test pool is no
+    problem; ``evaluate``: an empty training pool is none): a problem is one UserError unless
+    ``ignore``; warnings (and ignored problems) are printed on stderr when ``say``."""
+    needed = ("train",) if command == "train" else ("query", "gallery")
+    found = catalog_findings(name, catalog, options, protocols, needed)
     if found.problems and not ignore:
         more = f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""
         given = "".join(f" --option {k}={v}" for k, v in (options or {}).items())
