@@ -359,3 +359,10 @@ def test_two_spellings_of_a_modality_in_a_manifest_are_refused(tmp_path):
     assert not report.ok and report.problems == [
         f"{root / 'manifest.csv'}: modality column: 'nir' and 'thermal' all mean ir; if they are one modality spell "
         "it one way, if not keep only one of them (crossreid knows rgb, depth and ir)"]
+
+
+def test_train_help_lists_the_shipped_configs_by_dataset():
+    code, out, _ = invoke("train", "--help")
+    listing = out[out.index("Shipped configs"):]
+    assert code == 0 and "your own data (generic)" in listing and "own_data_vi" in listing
+    assert "agw_sysu" in listing and "demo_one_stream" in listing
