@@ -24,6 +24,7 @@ def run(*args, cwd=None):
     (["score", "missing.npz", "--protocol", "sysu"], "unknown protocol 'sysu'"),
     (["check", "sysu_mm01", "--root", "no/such/dir"], "no/such/dir"),
     (["synth", "--out", "o", "--identities", "1"], "--identities"),
+    (["synth", "--out", "o", "--identities", "12"], "synth options: identities=12"),  # no training ids left
     (["demo", "--out", "x", "--methods", "one_stream,agw"], "choose one or more of one_stream, cross_modal_distillation"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):

@@ -83,8 +83,9 @@ def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **
     try:
         params = SynthParams(**values)
     except ValidationError as exc:
-        option = "--" + str(exc.errors()[0]["loc"][0]).replace("_", "-")
-        raise explain_validation(exc, SynthParams, f"option {option}") from None
+        loc = exc.errors()[0]["loc"]  # empty for an error of the values together
+        raise explain_validation(exc, SynthParams, "option --" + str(loc[0]).replace("_", "-") if loc
+                                 else "synth options") from None
     path = generate(Path(out), params, overwrite=overwrite, progress=not quiet)
     click.echo(f"wrote synthetic dataset to {path}")
 
@@ -134,7 +135,7 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
               help="Protocol option, e.g. --option mode=indoor --option shots=10 (repeatable).")
 @click.option("--direction", "directions", multiple=True, help="e.g. rgb->depth (repeatable; default: the run's).")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
-              help="Distance (default: the run's eval.metric; same as --option distance=...).")
+              help="Distance (default: the run's eval.metric); --option distance= must agree with it.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the results.")
@@ -388,7 +389,9 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
         write_json(json_out, doc)
         click.echo(f"wrote {json_out}")
     if html_out:
-        write_html(html_out, doc, model.get("height", 128), model.get("width", 64))
+        # Indexes written before the model recorded its input: the config defaults.
+        write_html(html_out, doc, model.get("height", 128), model.get("width", 64),
+                   model.get("depth_encoding", "normals"))
         click.echo(f"wrote {html_out}")
 
 

@@ -53,7 +53,7 @@ class Embedder:
         """What features files and indexes record about the model that made them."""
         return {"run": str(self.run_dir.resolve()), "method": self.cfg.method.name, "arch": self.cfg.model.arch,
                 "weights_sha256": self.weights_id, "dim": int(dim), "height": self.height, "width": self.width,
-                "modalities": [m.value for m in self.modalities]}
+                "depth_encoding": self.depth_encoding, "modalities": [m.value for m in self.modalities]}
 
     # ------------------------------------------------------------------ preprocessing
     def _decoded(self, image, modality: Modality, where: str) -> np.ndarray:
