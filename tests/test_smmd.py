@@ -251,7 +251,8 @@ def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
     catalog = load_dataset("generic", tiny_root)
     cfg = load_config(None, TINY)
     m = build_method(cfg, catalog.num_classes, [RGB, IR])
-    store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16, depth_encoding=cfg.data.depth_encoding)
+    store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16,
+                       depth_encoding=cfg.data.depth_encoding)
     m.train()
     m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=False))
     assert m.training and m.prototypes.filled.all()

@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from crossreid.data.images import decode, depth_channels, encode_depth
 from crossreid.data.samples import Sample
 from crossreid.io import atomic_path
 from crossreid.modality import Modality
+from crossreid.progress import progress_bar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +98,7 @@ class ImageStore:
         with ThreadPoolExecutor(self.threads) as pool:
             results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width,
                                                           self.depth_encoding)), todo)
-            yield from tqdm(results, total=len(todo), desc=desc, disable=not progress, leave=False)
+            yield from progress_bar(results, total=len(todo), desc=desc, enabled=progress, keep=False)
 
     def _open_disk(self, progress: bool, desc: str) -> None:
         path = self.disk_path()

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from crossreid.data.datasets.published import size_problems
 from crossreid.data.images import decode
 from crossreid.data.registry import get_entry, resolve_root
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.modality import Modality
+from crossreid.progress import progress_bar
 
 POOLS = ("train", "val", "query", "gallery")
 
@@ -138,8 +137,7 @@ def check_dataset(name: str, root: str | Path | None = None, decode_images: bool
     for p, modality in files.items():
         (present.append((p, modality)) if p.is_file() else report.missing.append(p))
     if decode_images:
-        for p, modality in tqdm(present, desc=f"decoding {name}", unit="img", disable=not progress,
-                                mininterval=1.0):
+        for p, modality in progress_bar(present, desc=f"decoding {name}", unit="img", enabled=progress):
             try:
                 decode(p, modality)
                 report.decoded += 1
