@@ -191,7 +191,7 @@ def test_report_ranked_lists_rebuild_the_recorded_protocol():
 
 
 def test_report_chance_rank1_by_hand():
-    from crossreid.report.html import chance_rank1
+    from crossreid.evaluation.protocols import chance_rank1
 
     cat = catalog()  # 4 persons, cameras 1 and 2: an RGB query meets the 4 depth images of the other camera
     f = features(cat)

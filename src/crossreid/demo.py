@@ -66,7 +66,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
 def format_results(results: dict, catalog) -> str:
     """A method × direction table of R1 / R5 / mAP / mINP (percent), the chance R1 of its gallery
     and the distance it ranked by (methods may differ: the one-stream run ranks by cosine)."""
-    from crossreid.report.html import chance_rank1
+    from crossreid.evaluation.protocols import chance_rank1
 
     lines = [f"{'method':<26}{'direction':<14}{'R1':>8}{'R5':>8}{'mAP':>8}{'mINP':>8}{'chance R1':>11}"
              f"  {'distance':<10} (synthetic data)"]

@@ -249,3 +249,34 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
     return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
                           dataset=catalog.name, options=getattr(protocol, "options", {}),
                           rerank=rerank.describe() if rerank else None)
+
+
+def first_trial(catalog: Catalog, result: ProtocolResult, spread: int | None = None):
+    """The first trial of the protocol ``result`` was scored with: (protocol, trial, query rows
+    (all, or ``spread`` evenly spaced ones), their columns, the gallery's columns, removal mask)."""
+    protocol = get_protocol(result.protocol["name"], **result.options)
+    trial = protocol.trials(catalog)[0]
+    rows = trial.query
+    if spread is not None:
+        rows = rows[np.linspace(0, len(rows) - 1, min(spread, len(rows))).astype(int)]
+    q_cols = sample_columns([catalog.query[i] for i in rows])
+    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
+    qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
+    removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(rows)))
+    return protocol, trial, rows, q_cols, g_cols, removed
+
+
+def chance_rank1(catalog: Catalog, result: ProtocolResult) -> float:
+    """Expected R1 of a random ranking on the first trial: per valid query, the share of its
+    kept gallery that matches (image-level CMC) or one over its kept identities (identity-level)."""
+    _, _, _, q_cols, g_cols, removed = first_trial(catalog, result)
+    g_pid = np.asarray(g_cols["pid"])
+    keep = np.ones((len(q_cols["pid"]), len(g_pid)), bool) if removed is None else ~removed
+    same = np.asarray(q_cols["pid"])[:, None] == g_pid[None, :]
+    matches, total = (same & keep).sum(1), keep.sum(1)
+    valid = matches > 0
+    if not valid.any():
+        return float("nan")
+    if result.protocol.get("cmc") == "identity":
+        return float(np.mean([1.0 / len(np.unique(g_pid[k])) for k in keep[valid]]))
+    return float(np.mean(matches[valid] / total[valid]))
