@@ -203,11 +203,13 @@ def test_search_cli_depth_query_table_json_html(indexed, tmp_path):
     run, root, d = indexed
     query = root / "depth" / "0008_c1_t0.png"
     code, out, err = cli("search", d / "g.idx.npz", "--query", query, "--modality", "depth", "--run", run,
-                         "--top", "4", "--gallery-modality", "rgb", "--gallery-modality", "ir",
+                         "--top", "4", "--gallery-modality", "rgb", "--gallery-modality", "ir", "--query-id", "8",
                          "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert code == 0, err
     doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["queries"][0]["query"]["id"] == 8   # results of person 8 are marked (✓, green frame)
     ranked = doc["queries"][0]["results"]
+    assert [line.endswith("✓") for line in out.splitlines()[2:6]] == [r["id"] == 8 for r in ranked]
     assert len(ranked) == 4 and {r["modality"] for r in ranked} <= {"rgb", "ir"}
     assert [r["distance"] for r in ranked] == sorted(r["distance"] for r in ranked)
     assert doc["rerank"] == "none" and doc["model"]["weights_sha256"]

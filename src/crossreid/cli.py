@@ -344,6 +344,8 @@ def index_cmd(features: str, out: str, metric: str, dtype: str, approximate: str
 @click.option("--run", type=click.Path(file_okay=False), help="The run that embeds the query images.")
 @click.option("--query-camera", type=int, help="Camera of the query images (for --exclude same-camera).")
 @click.option("--query-frame", help="Frame key of the query images (for --exclude same-frame).")
+@click.option("--query-id", type=int, help="Person id of the query images, when known: results are marked "
+              "same person or not.")
 @click.option("--query-features", type=click.Path(dir_okay=False), help="Query features file instead of images.")
 @click.option("--top", "k", type=int, default=10, show_default=True, help="K results per query.")
 @click.option("--gallery-modality", "gallery_modalities", multiple=True, help="Search only these modalities.")
@@ -357,7 +359,8 @@ def index_cmd(features: str, out: str, metric: str, dtype: str, approximate: str
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a ranked-list page.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
 def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, run: str | None,
-               query_camera: int | None, query_frame: str | None, query_features: str | None, k: int,
+               query_camera: int | None, query_frame: str | None, query_id: int | None, query_features: str | None,
+               k: int,
                gallery_modalities: tuple[str, ...], cameras: tuple[int, ...], exclude: tuple[str, ...],
                exact: bool, rerank: bool, rerank_options: tuple[str, ...], json_out: str | None,
                html_out: str | None, quiet: bool) -> None:
@@ -375,7 +378,7 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
     opts = SearchOptions(k, [Modality.parse(m).value for m in gallery_modalities], list(cameras), list(exclude),
                          _rerank_from(rerank, rerank_options), exact)
     index = load_index(index_path, load_faiss=not exact)
-    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame) if images
+    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame, query_id) if images
                else queries_from_features(index, query_features))
     dist, rows, engine = search_index(index, queries, opts)
     doc = results_json(index, queries, opts, dist, rows, engine)
