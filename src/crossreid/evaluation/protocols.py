@@ -1,9 +1,10 @@
 """Protocols: how a Catalog becomes evaluation trials, registered by name.
 
 A protocol names its query and gallery samples (indices into ``catalog.query`` and
-``catalog.gallery``), the exclusion rule and the CMC level of each trial. Dataset
-protocols (SYSU-MM01, RegDB, LLCM, RGB-D) register themselves with
-:func:`register_protocol` without touching this module's core.
+``catalog.gallery``), the exclusion rule and the CMC level of each trial. Every protocol
+(SYSU-MM01, RegDB, LLCM, RGB-D, synthetic: one ``<family>_protocols.py`` each) subclasses
+:class:`Protocol` and registers itself with :func:`register_protocol` without touching this
+module. Here too: scoring a protocol's trials, and the chance R1 of a scored result.
 """
 
 from __future__ import annotations
