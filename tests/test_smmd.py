@@ -372,11 +372,12 @@ def test_shipped_configs_build():
 
 
 def test_visible_infrared_rows_build_and_say_reconstruction():
-    from crossreid.reproduce import VISIBLE_INFRARED
+    from crossreid.reproduce import load_set
 
-    rows = {k: v for k, v in VISIBLE_INFRARED.items() if k.startswith("smmd")}
-    assert {tab for _, _, tab, _ in rows.values()} == {1, 2} and len(rows) == 3
-    for config, overrides, _, label in rows.values():
-        assert "(reconstruction)" in label
-        cfg = load_config(resolve_config(config), [*overrides, "model.pretrained=null"])
+    vi = load_set("vi")
+    rows = {k: v for k, v in vi.experiments.items() if k.startswith("smmd")}
+    assert {vi.tables.index(table) for _, table in rows.values()} == {0, 1} and len(rows) == 3  # methods, ablations
+    for experiment, _ in rows.values():
+        assert "(reconstruction)" in experiment.label
+        cfg = vi.config(experiment, [*experiment.overrides, "model.pretrained=null"])
         build_method(cfg, 4, [Modality.parse(m) for m in cfg.data.modalities])
