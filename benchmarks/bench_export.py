@@ -51,8 +51,8 @@ def case(arch: str, h: int, w: int, batch: int, reps: int, folder: Path) -> str:
         path = folder / f"{arch}_{h}_{i}.png"
         Image.fromarray(rng.integers(0, 255, (2 * h, 2 * w, 3), dtype=np.uint8)).save(path)
         files.append(Sample(path, -1, -1, Modality.RGB))
-    extraction = best_rate(lambda: extract_features(method, ImageStore(files, h, w, cache=False), range(batch),
-                                                    batch), batch, reps)
+    store = ImageStore(files, h, w, depth_encoding=cfg.data.depth_encoding, cache=False)
+    extraction = best_rate(lambda: extract_features(method, store, range(batch), batch), batch, reps)
     x = torch.randn(batch, 3, h, w)
     module = ModalityEmbedder(method, Modality.RGB).eval()
     with torch.no_grad():

@@ -124,7 +124,7 @@ def bench_cache(root: Path, work: Path, height: int, width: int) -> dict:
     out = {"images": len(catalog.train)}
     for key, kwargs in (("memory", {}), ("disk_build", {"disk_dir": work / "cache"}),
                         ("disk_reopen", {"disk_dir": work / "cache"})):
-        store = ImageStore(catalog.train, height, width, root=root, **kwargs)
+        store = ImageStore(catalog.train, height, width, depth_encoding="normals", root=root, **kwargs)
         start = time.perf_counter()
         store.preload(progress=False)
         store.batch(range(len(store)))

@@ -24,7 +24,9 @@ def run(*args, cwd=None):
     (["score", "missing.npz", "--protocol", "sysu"], "unknown protocol 'sysu'"),
     (["check", "sysu_mm01", "--root", "no/such/dir"], "no/such/dir"),
     (["synth", "--out", "o", "--identities", "1"], "--identities"),
+    (["synth", "--out", "o", "--identities", "12"], "synth options: identities=12"),  # no training ids left
     (["demo", "--out", "x", "--methods", "one_stream,agw"], "choose one or more of one_stream, cross_modal_distillation"),
+    (["reproduce", "nonsense"], "nonsense: no such experiment set; give a shipped one (baselines, hafner, vi)"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, message):
     code, out, err = run(*args, cwd=tmp_path)

@@ -66,3 +66,41 @@ def test_model_base_width_reaches_every_method_network():
     assert load_config(resolve_config("demo")).model.base_width == 64  # the standard ResNet by default
     with pytest.raises(UserError, match="model.base_width"):
         load_config(None, ["model.base_width=4"])
+
+
+def test_synth_parameters_are_checked_and_filled_in():
+    cfg = load_config(None, ["data.synth.identities=30"])
+    assert cfg.data.synth["identities"] == 30 and cfg.data.synth["images_per_camera"] == 6  # defaults filled in
+    cfg.data.synth = {"identities": 40}  # assignment is checked and filled in too
+    assert cfg.data.synth["identities"] == 40 and cfg.data.synth["difficulty"] == "default"
+    assert load_config(None, ["data.root=/elsewhere", "data.synth.anything=1"]).data.synth == {"anything": 1}
+    with pytest.raises(UserError, match=r"'data.synth.identities': Input should be greater than or equal to 2"):
+        load_config(None, ["data.synth.identities=1"])
+    # An error of the values together (pydantic gives it no key) is one line too.
+    with pytest.raises(UserError, match=r"'data.synth': identities=12, .* leave 0 training and 6 test identities"):
+        load_config(None, ["data.synth.identities=12"])
+
+
+def test_config_does_not_load_the_data_package():
+    """config sits above data: importing it loads no dataset loader, and no data module imports config."""
+    import subprocess
+    import sys
+
+    from test_import_graph import imports_of, module_names
+
+    code = "import sys, crossreid.config; print(sorted(m for m in sys.modules if m.startswith('crossreid.data')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    modules = module_names()
+    up = {m for m, path in modules.items() if m.startswith("crossreid.data") and "crossreid.config" in
+          imports_of(m, path, modules)}
+    assert not up, f"data modules import crossreid.config: {sorted(up)}"
+
+
+def test_depth_encodings_of_the_config_are_the_encoders():
+    from typing import get_args
+
+    from crossreid.config import DataConfig
+    from crossreid.data.images import DEPTH_ENCODINGS
+
+    assert get_args(DataConfig.model_fields["depth_encoding"].annotation) == DEPTH_ENCODINGS

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crossreid.data.datasets.manifest import read_manifest
-from crossreid.data.images import DEFAULT_DEPTH_ENCODING, decode, depth_channels, depth_to_unit
+from crossreid.data.images import decode, depth_channels, depth_to_unit
 from crossreid.data.pipeline import ImageStore, augment
 from crossreid.data.registry import load_dataset
 from crossreid.data.samplers import CrossModalIdentitySampler
@@ -82,13 +82,13 @@ def test_sampler_too_few_ids(tiny_root):
 
 def test_store_and_augment(tiny_root):
     cat = load_dataset("generic", tiny_root)
-    store = ImageStore(cat.train, 16, 8)
+    store = ImageStore(cat.train, 16, 8, depth_encoding="normals")
     store.preload(progress=False)
     batch = store.batch([0, 1, 2])
     assert batch.shape == (3, 3, 16, 8) and 0 <= float(batch.min()) and float(batch.max()) <= 1
     depth_idx = next(i for i, s in enumerate(cat.train) if s.modality is Modality.DEPTH)
     single = store.get(depth_idx)
-    assert single.shape == (depth_channels(DEFAULT_DEPTH_ENCODING), 16, 8)   # 3 for normals, else 1
+    assert single.shape == (depth_channels("normals"), 16, 8)   # 3 for normals, else 1
     # Paired geometric augmentation: identical images in two blocks stay identical after flip/crop.
     x = torch.rand(4, 3, 16, 8)
     pair = torch.cat([x, x])

@@ -123,7 +123,7 @@ def test_attention_at_test_reads_only_input_modality(tmp_path):
 
 def test_offline_cache_keyed_to_teacher(tiny_root, tmp_path):
     cat = load_dataset("generic", tiny_root)
-    store = ImageStore(cat.train, 32, 16)
+    store = ImageStore(cat.train, 32, 16, depth_encoding="normals")
     method = make(["method.options.targets=offline"])
     _, student = method.stages()
     start(method, student, tmp_path, store)

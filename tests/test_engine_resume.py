@@ -131,3 +131,40 @@ def test_finished_run_keeps_what_keep_checkpoints_says_and_resumes_with_more_epo
     Trainer(more, tmp_path / "last", catalog, resume=True, progress=False).fit()
     _, state, _, _ = load_checkpoint(tmp_path / "last/checkpoints/main-last.safetensors")
     assert state["epoch"] == 2
+
+
+def test_full_disk_during_a_checkpoint_is_one_error_and_resume_is_exact(tiny_root, tmp_path, monkeypatch):
+    import errno
+
+    import crossreid.engine.checkpoint as checkpoint
+    from crossreid.engine.process import setup_process
+
+    setup_process(load_config(None, TINY).train)
+    catalog = load_dataset("generic", tiny_root)
+    full = tmp_path / "full"
+    Trainer(load_config(None, TINY), full, catalog, progress=False).fit()
+
+    written = checkpoint.save_file
+
+    def disk_fills_up(tensors, filename, metadata):
+        state = json.loads(metadata["crossreid_state"])
+        if (state["epoch"], state["step"], state["epoch_done"]) == (1, 2, False):
+            Path(filename).write_bytes(b"half a checkpoint")  # the device fills up mid-write
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        written(tensors, filename, metadata=metadata)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(checkpoint, "save_file", disk_fills_up)
+    with pytest.raises(UserError) as failure:
+        Trainer(load_config(None, TINY), run, catalog, progress=False).fit()
+    message = str(failure.value)
+    assert message.startswith(f"{run / 'checkpoints'}: could not write main-last.safetensors (No space left on device)")
+    assert "--resume" in message and "\n" not in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["main-best.safetensors", "main-last.safetensors"]
+    _, state, _, _ = load_checkpoint(run / "checkpoints/main-last.safetensors")  # the last good one
+    assert (state["epoch"], state["step"], state["epoch_done"]) == (1, 1, False)
+
+    monkeypatch.setattr(checkpoint, "save_file", written)
+    Trainer(load_config(None, TINY), run, catalog, resume=True, progress=False).fit()
+    assert (run / "model.safetensors").read_bytes() == (full / "model.safetensors").read_bytes()
+    assert metrics(run) == metrics(full)

@@ -77,7 +77,8 @@ def test_disk_cache_is_reused_and_equals_memory(tiny_root, tmp_path, monkeypatch
     again = fit(catalog, tmp_path / "again", "train.disk_cache=true", f"train.cache_dir={cache}")
     assert [r["loss"] for r in again] == [r["loss"] for r in disk]
     # Another image size is another cache file.
-    store = pipeline.ImageStore(catalog.train, 16, 8, disk_dir=cache, root=catalog.root)
+    store = pipeline.ImageStore(catalog.train, 16, 8, depth_encoding="normals", disk_dir=cache,
+                                  root=catalog.root)
     assert store.disk_path().name not in files
 
 

@@ -144,6 +144,51 @@ def test_filters_and_exclusions():
     assert engine == "hnsw" and (approx == rows).all()
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("exclude, rule", [(["same-camera"], "SAME_CAMERA"), (["same-frame"], "SAME_FRAME"),
+                                           (["same-camera", "same-frame"], None)])
+def test_search_ranks_the_gallery_as_evaluation_does(metric, exclude, rule):
+    """Same features, same rule: the full ranked list of `crossreid search` gives exactly the
+    per-query AP and first-match rank that the evaluation computes (float32, as an index stores)."""
+    from crossreid.evaluation import metrics as M
+    from crossreid.evaluation.metrics import ExclusionRule, compute_metrics
+    from crossreid.retrieval.index import GalleryIndex
+    from crossreid.retrieval.search import Queries, SearchOptions, exclusion_rule, search_index
+
+    rng = np.random.default_rng(3)
+    n, nq = 90, 24
+    ids, cams = np.arange(n) % 12, rng.integers(1, 4, n)
+    feats = (rng.normal(size=(12, 6))[ids] + 0.8 * rng.normal(size=(n, 6))).astype(np.float32)
+    feats[40:50] = feats[10:20]            # exact ties, between items of other ids: broken by gallery order
+    frames = np.array([f"t{i % 7}" for i in range(n)])
+    frames[40:50] = frames[10:20]
+    q_rows = rng.choice(n, nq, replace=False)
+    qf = feats[q_rows] + np.float32(0.05) * rng.normal(size=(nq, 6)).astype(np.float32)
+    qf[:4] = feats[10:14]                   # queries sitting exactly on tied gallery pairs
+    qids, qcams, qframes = ids[q_rows], cams[q_rows], frames[q_rows]
+    qids[:4], qcams[:4], qframes[:4] = ids[10:14], cams[10:14], frames[10:14]
+
+    expected = ExclusionRule.parse("cam", "frame") if rule is None else getattr(M, rule)
+    assert exclusion_rule(exclude) == expected  # search's rule is the evaluation's
+    index = GalleryIndex(Path("mem"), {"dim": 6, "metric": metric}, feats, np.array([f"{i}.png" for i in range(n)]),
+                         np.full(n, "rgb"), ids, cams, frames)
+    queries = Queries(qf, [f"q{i}.png" for i in range(nq)], ["rgb"] * nq, qids, qcams, qframes)
+    _, rows, _ = search_index(index, queries, SearchOptions(k=n, exclude=exclude))
+
+    evaluated = compute_metrics(qids, ids, qcams, cams, query_features=qf, gallery_features=feats, metric=metric,
+                                exclusion=expected, query_keys={"frame": qframes}, gallery_keys={"frame": frames},
+                                precision="float32", per_query=True, ranks=(1,))
+    ap, first = np.full(nq, np.nan), []
+    for r in range(nq):
+        hits = ids[rows[r][rows[r] >= 0]] == qids[r]
+        if hits.any():
+            ranks = np.flatnonzero(hits) + 1
+            ap[r] = np.mean(np.arange(1, len(ranks) + 1) / ranks)
+            first.append(ranks[0])
+    np.testing.assert_allclose(ap, evaluated.ap, rtol=0, atol=1e-12)
+    assert evaluated.rank(1) == np.mean(np.array(first) == 1)
+
+
 @pytest.fixture(scope="module")
 def indexed(trained, tmp_path_factory):
     run, root = trained
@@ -158,11 +203,13 @@ def test_search_cli_depth_query_table_json_html(indexed, tmp_path):
     run, root, d = indexed
     query = root / "depth" / "0008_c1_t0.png"
     code, out, err = cli("search", d / "g.idx.npz", "--query", query, "--modality", "depth", "--run", run,
-                         "--top", "4", "--gallery-modality", "rgb", "--gallery-modality", "ir",
+                         "--top", "4", "--gallery-modality", "rgb", "--gallery-modality", "ir", "--query-id", "8",
                          "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert code == 0, err
     doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["queries"][0]["query"]["id"] == 8   # results of person 8 are marked (✓, green frame)
     ranked = doc["queries"][0]["results"]
+    assert [line.endswith("✓") for line in out.splitlines()[2:6]] == [r["id"] == 8 for r in ranked]
     assert len(ranked) == 4 and {r["modality"] for r in ranked} <= {"rgb", "ir"}
     assert [r["distance"] for r in ranked] == sorted(r["distance"] for r in ranked)
     assert doc["rerank"] == "none" and doc["model"]["weights_sha256"]

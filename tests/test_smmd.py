@@ -251,7 +251,8 @@ def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
     catalog = load_dataset("generic", tiny_root)
     cfg = load_config(None, TINY)
     m = build_method(cfg, catalog.num_classes, [RGB, IR])
-    store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16)
+    store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16,
+                       depth_encoding=cfg.data.depth_encoding)
     m.train()
     m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=False))
     assert m.training and m.prototypes.filled.all()
@@ -371,11 +372,12 @@ def test_shipped_configs_build():
 
 
 def test_visible_infrared_rows_build_and_say_reconstruction():
-    from crossreid.reproduce import VISIBLE_INFRARED
+    from crossreid.reproduce import load_set
 
-    rows = {k: v for k, v in VISIBLE_INFRARED.items() if k.startswith("smmd")}
-    assert {tab for _, _, tab, _ in rows.values()} == {1, 2} and len(rows) == 3
-    for config, overrides, _, label in rows.values():
-        assert "(reconstruction)" in label
-        cfg = load_config(resolve_config(config), [*overrides, "model.pretrained=null"])
+    vi = load_set("vi")
+    rows = {k: v for k, v in vi.experiments.items() if k.startswith("smmd")}
+    assert {vi.tables.index(table) for _, table in rows.values()} == {0, 1} and len(rows) == 3  # methods, ablations
+    for experiment, _ in rows.values():
+        assert "(reconstruction)" in experiment.label
+        cfg = vi.config(experiment, [*experiment.overrides, "model.pretrained=null"])
         build_method(cfg, 4, [Modality.parse(m) for m in cfg.data.modalities])

@@ -151,11 +151,14 @@ def test_calibrate_command_trains_writes_and_reuses(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "depth→depth" in res.output and (out / "calibration.json").is_file()
     assert "budget depth: demo + train.epochs=16" in res.output       # the recipe each model trained with
-    assert (out / "depth" / "calibration_result.json").is_file()
+    assert (out / "depth" / "test_results.json").is_file()
+    # By hand: a depth query of camera 1 sees only camera 2 (same camera removed): 5 test persons x 2
+    # frames, 2 of them its own person, so a random ranking puts a match first with chance 2 / 10.
+    assert "chance R1 (%): depth->depth 20.0;" in res.output
     again = CliRunner().invoke(cli, args)                          # reuses the finished model
     assert again.exit_code == 0 and "training depth" not in again.output
     changed = CliRunner().invoke(cli, [*args[:-1], "data.depth_encoding=normals"])
-    assert changed.exit_code == 2 and "another config" in changed.output
+    assert changed.exit_code == 2 and "another config (data.depth_encoding" in changed.output
     assert Path(out / "calibration.md").read_text().startswith("calibration, difficulty default")
 
 

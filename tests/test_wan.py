@@ -24,7 +24,7 @@ from crossreid.errors import UserError
 from crossreid.methods import Batch, StageContext, build_method
 from crossreid.methods.wan_fusion import dynamic_weights, fuse, fusion_weights
 from crossreid.modality import Modality
-from crossreid.reproduce import VISIBLE_INFRARED
+from crossreid.reproduce import load_set
 
 RGB, IR, DEPTH = Modality.RGB, Modality.IR, Modality.DEPTH
 ROWS = 4  # per modality: identities 0, 0, 1, 1
@@ -243,11 +243,12 @@ def test_shipped_configs_build(name):
 
 
 def test_experiment_rows_build():
-    rows = {k: v for k, v in VISIBLE_INFRARED.items() if k.startswith("wan")}
-    assert {v[2] for v in rows.values()} == {1, 2} and len(rows) == 4
-    assert "(reconstruction)" in rows["wan"][3]
-    for config, overrides, _, _ in rows.values():
-        cfg = load_config(resolve_config(config), overrides)
+    vi = load_set("vi")
+    rows = {k: v for k, v in vi.experiments.items() if k.startswith("wan")}
+    assert {vi.tables.index(table) for _, table in rows.values()} == {0, 1} and len(rows) == 4  # methods, ablations
+    assert "(reconstruction)" in rows["wan"][0].label
+    for experiment, _ in rows.values():
+        cfg = vi.config(experiment, experiment.overrides)
         build_method(cfg, 4, [Modality.parse(m) for m in cfg.data.modalities])
 
 

@@ -9,19 +9,15 @@ is ever run here.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 
 from crossreid.config import load_config, resolve_config
-from crossreid.data.open import open_catalog
-from crossreid.engine.process import setup_process
 from crossreid.errors import UserError
-from crossreid.experiment import TestStores, train_and_evaluate
-from crossreid.io import read_json, write_json, write_text
+from crossreid.experiment import Runner
+from crossreid.io import write_json, write_text
 
 # The fixed budgets (load-independent: steps, not seconds). Single-modality models: the demo
 # config (ResNet-18 from scratch, 64x32, Adam 1e-3, P=8 identities x K=4 images) for 400 steps.
@@ -73,7 +69,8 @@ def model_config(model: Model, difficulty: str, overrides: list[str]):
 
 def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, overrides: list[str] | None = None,
                     overwrite: bool = False, progress: bool = True) -> dict:
-    """Train and score each model (or reuse its earlier result in ``out``); write and return the table."""
+    """Train and score each model (or reuse its finished run in ``out``, see :class:`crossreid.experiment.Runner`);
+    write and return the table."""
     if difficulty not in TARGETS:
         raise UserError(f"--difficulty {difficulty!r}: unknown; valid: {', '.join(TARGETS)}")
     names = [m.name for m in MODELS]
@@ -83,32 +80,15 @@ def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, o
     models = [m for m in MODELS if not only or m.name in only]
     configs = {m.name: model_config(m, difficulty, overrides or []) for m in models}  # bad overrides fail here
     out = Path(out)
-    catalog, stores, measured, seconds, chance = None, {}, {}, {}, None
+    runner = Runner(overwrite, progress)
+    measured, seconds, chance = {}, {}, {}
     for model in models:
-        cfg = configs[model.name]
-        done = out / model.name / "calibration_result.json"
-        if done.is_file() and not overwrite:
-            previous = read_json(done)
-            if previous.get("config") != cfg.model_dump(mode="json"):
-                raise UserError(f"{done}: made with another config; use another --out or pass --overwrite")
-            measured.update(previous["rank1"])
-            seconds[model.name], chance = previous["wall_time_s"], previous.get("chance_r1", chance)
-            continue
-        if catalog is None:
-            setup_process(cfg.train)
-            catalog = open_catalog(cfg.data, progress=progress)
-            chance = round(100.0 / len({s.pid for s in catalog.query}), 2)
-        encoding = cfg.data.depth_encoding
-        if encoding not in stores:
-            stores[encoding] = TestStores.of(catalog, cfg.data)
-        click.echo(f"[calibrate {difficulty}] training {model.name} on {', '.join(model.modalities)}")
-        start = time.perf_counter()
-        run = train_and_evaluate(cfg, out / model.name, catalog, stores[encoding], overwrite=True, progress=progress)
-        rank1 = {d: 100 * run.results[d].mean()["rank1"] for d in model.directions}
-        seconds[model.name] = round(time.perf_counter() - start, 1)
-        write_json(done, {"model": model.name, "rank1": rank1, "wall_time_s": seconds[model.name],
-                          "chance_r1": chance, "config": cfg.model_dump(mode="json")})
-        measured.update(rank1)
+        record = runner.run(configs[model.name], out / model.name, model.directions,
+                            f"[calibrate {difficulty}] training {model.name} on {', '.join(model.modalities)}",
+                            {"model": model.name})
+        measured.update({d: 100 * record["mean"][d]["rank1"] for d in model.directions})
+        chance.update({d: round(100 * record["chance_r1"][d], 2) for d in model.directions})
+        seconds[model.name] = record["wall_time_s"]
     table = calibration_table(difficulty, measured)
     any_cfg = next(iter(configs.values()))
     payload = {"difficulty": difficulty, "budget": budget_text(models), "overrides": overrides or [],

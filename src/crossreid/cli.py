@@ -84,8 +84,9 @@ def synth_cmd(out: str, overwrite: bool, quiet: bool, modalities: str | None, **
     try:
         params = SynthParams(**values)
     except ValidationError as exc:
-        option = "--" + str(exc.errors()[0]["loc"][0]).replace("_", "-")
-        raise explain_validation(exc, SynthParams, f"option {option}") from None
+        loc = exc.errors()[0]["loc"]  # empty for an error of the values together
+        raise explain_validation(exc, SynthParams, "option --" + str(loc[0]).replace("_", "-") if loc
+                                 else "synth options") from None
     path = generate(Path(out), params, overwrite=overwrite, progress=not quiet)
     click.echo(f"wrote synthetic dataset to {path}")
 
@@ -161,7 +162,7 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
               help="query:gallery, e.g. rgb:ir or 'rgb->ir' (quoted: > is a redirect in a shell); repeatable; "
                    "default: the run's eval.directions.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]),
-              help="Distance (default: the run's eval.metric; same as --option distance=...).")
+              help="Distance (default: the run's eval.metric); --option distance= must agree with it.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017); recorded in the results.")
@@ -299,14 +300,15 @@ def calibrate_cmd(difficulty: str, out: str | None, only: str | None, overrides:
     payload = run_calibration(difficulty, Path(out or f"runs/calibrate-{difficulty}"), names, list(overrides),
                               overwrite, progress=not quiet)
     click.echo(format_table(difficulty, payload["rows"]))
-    click.echo(f"chance R1 {payload['chance_r1']} %; budget {payload['budget']}; "
+    chance = ", ".join(f"{d} {v:.1f}" for d, v in payload["chance_r1"].items())
+    click.echo(f"chance R1 (%): {chance}; budget {payload['budget']}; "
                f"wall time per model (s): {payload['wall_time_s']}")
 
 
 @cli.command("reproduce")
-@click.argument("which", type=click.Choice(["hafner", "baselines", "vi"]))
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for every run (default runs/reproduce-WHICH); "
-              "finished runs with the same settings are reused.")
+@click.argument("which", metavar="SET")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for every run (default runs/reproduce-SET); "
+              "finished runs made with the same config are reused.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds.")
 @click.option("--only", help="Comma-separated experiment names (default: all).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for every run.")
@@ -315,24 +317,22 @@ def calibrate_cmd(difficulty: str, out: str | None, only: str | None, overrides:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, overrides: tuple[str, ...],
                   table_path: str | None, overwrite: bool, quiet: bool) -> None:
-    """Run an experiment set over seeds on the synthetic data: `hafner` (Tables 3 and 5 of Hafner
-    et al.), `baselines` (the four baselines, RGB<->depth and RGB<->IR) or `vi` (the
-    visible-infrared methods against AGW, with ablations); print markdown tables."""
-    from crossreid.reproduce import run_set, write_tables
+    """Run an experiment set over seeds and print its markdown tables. SET is a shipped set,
+    `hafner` (Tables 3 and 5 of Hafner et al.), `baselines` (the four baselines, RGB<->depth and
+    RGB<->IR) or `vi` (the visible-infrared methods against AGW, with ablations), all on the
+    synthetic data, or an experiment-set YAML file of the same form."""
+    from crossreid.reproduce import load_set, run_set, set_note, write_tables
 
+    exp_set = load_set(which)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
     names = [n.strip() for n in only.split(",")] if only else None
-    out_dir = Path(out or f"runs/reproduce-{which}")
-    summary = run_set(which, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet)
-    data = {"hafner": "RGB and depth only", "vi": "RGB and IR only"}.get(which, "RGB, depth and IR")
-    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data.synth.difficulty=")), "default")
-    note = (f"Synthetic data (the demo's synthetic set, {data}, difficulty {preset}), {len(seed_list)} seed(s)"
-            f"{', overrides ' + ' '.join(overrides) if overrides else ''}; mean ± std over seeds, percent. "
-            f"Not comparable with the papers' {'SYSU-MM01 / RegDB / LLCM' if which == 'vi' else 'BIWI / RobotPKU'} figures.")
-    click.echo(write_tables(which, summary, Path(table_path or out_dir / "tables.md"), note))
+    out_dir = Path(out or f"runs/reproduce-{exp_set.name}")
+    summary = run_set(exp_set, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet)
+    click.echo(write_tables(exp_set, summary, Path(table_path or out_dir / "tables.md"),
+                            set_note(exp_set, seed_list, list(overrides))))
 
 
 # ---------------------------------------------------------------- retrieval: extract, index, search, export
@@ -402,6 +402,8 @@ def index_cmd(features: str, out: str, metric: str | None, dtype: str, approxima
 @click.option("--run", type=click.Path(file_okay=False), help="The run that embeds the query images.")
 @click.option("--query-camera", type=int, help="Camera of the query images (for --exclude same-camera).")
 @click.option("--query-frame", help="Frame key of the query images (for --exclude same-frame).")
+@click.option("--query-id", type=int, help="Person id of the query images, when known: results are marked "
+              "same person or not.")
 @click.option("--query-features", type=click.Path(dir_okay=False), help="Query features file instead of images.")
 @click.option("--top", "k", type=int, default=10, show_default=True, help="K results per query.")
 @click.option("--gallery-modality", "gallery_modalities", multiple=True, help="Search only these modalities.")
@@ -415,7 +417,8 @@ def index_cmd(features: str, out: str, metric: str | None, dtype: str, approxima
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a ranked-list page.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
 def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, run: str | None,
-               query_camera: int | None, query_frame: str | None, query_features: str | None, k: int,
+               query_camera: int | None, query_frame: str | None, query_id: int | None, query_features: str | None,
+               k: int,
                gallery_modalities: tuple[str, ...], cameras: tuple[int, ...], exclude: tuple[str, ...],
                exact: bool, rerank: bool, rerank_options: tuple[str, ...], json_out: str | None,
                html_out: str | None, quiet: bool) -> None:
@@ -433,7 +436,7 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
     opts = SearchOptions(k, [Modality.parse(m).value for m in gallery_modalities], list(cameras), list(exclude),
                          _rerank_from(rerank, rerank_options), exact)
     index = load_index(index_path, load_faiss=not exact)
-    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame) if images
+    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame, query_id) if images
                else queries_from_features(index, query_features))
     dist, rows, engine = search_index(index, queries, opts)
     doc = results_json(index, queries, opts, dist, rows, engine)
@@ -446,7 +449,9 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
         write_json(json_out, doc)
         click.echo(f"wrote {json_out}")
     if html_out:
-        write_html(html_out, doc, model.get("height", 128), model.get("width", 64))
+        # Indexes written before the model recorded its input: the config defaults.
+        write_html(html_out, doc, model.get("height", 128), model.get("width", 64),
+                   model.get("depth_encoding", "normals"))
         click.echo(f"wrote {html_out}")
 
 

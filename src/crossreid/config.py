@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from crossreid.data.images import DEFAULT_DEPTH_ENCODING
 from crossreid.errors import UserError, explain_validation, parse_assignment
 
 
@@ -26,29 +25,27 @@ class DataConfig(_Strict):
     dataset: str = "synthetic"
     root: Optional[str] = None  # None with dataset "synthetic": generate (or reuse) the cached default
     options: dict[str, Any] = Field(default_factory=dict)  # loader options, e.g. {trial: 3} for RegDB
-    synth: dict[str, Any] = Field(default_factory=dict)  # crossreid.data.synth.SynthParams fields
+    synth: dict[str, Any] = Field(default_factory=dict, validate_default=True)  # SynthParams fields (data.synth)
     height: int = Field(128, ge=16)
     width: int = Field(64, ge=8)
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth", "ir"])
     cache: Literal["memory", "none"] = "memory"
-    # How depth becomes network input (crossreid.data.images.encode_depth; docs/synthetic.md).
-    depth_encoding: Literal["global", "relative", "normals"] = DEFAULT_DEPTH_ENCODING
+    # How depth becomes network input (crossreid.data.images.encode_depth, whose DEPTH_ENCODINGS
+    # these are); the default was chosen from the depth->depth measurement in docs/synthetic.md.
+    depth_encoding: Literal["global", "relative", "normals"] = "normals"
 
-    @model_validator(mode="after")
-    def _check_synth(self) -> "DataConfig":
-        """Validate (and fill in) the generator parameters when the dataset is the synthetic one."""
-        if self.dataset == "synthetic" and self.root is None:
-            from crossreid.data.synth import SynthParams
+    @field_validator("synth")
+    @classmethod
+    def _check_synth(cls, synth: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The generator parameters, validated and filled in, when the dataset is the generated one."""
+        if info.data.get("dataset") != "synthetic" or info.data.get("root") is not None:
+            return synth
+        from crossreid.data.synth.params import SynthParams
 
-            try:
-                self.__dict__["synth"] = SynthParams(**self.synth).model_dump()
-            except ValidationError as exc:  # name the nested key: data.synth.<field>
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                given = f" (got {err['input']!r})" if where else ""
-                raise UserError(f"'data.synth{'.' + where if where else ''}': {err['msg']}{given}; fix the value") \
-                    from None
-        return self
+        try:
+            return SynthParams(**synth).model_dump()
+        except ValidationError as exc:
+            raise explain_validation(exc, SynthParams, prefix="data.synth") from None
 
     @field_validator("modalities")
     @classmethod

@@ -36,25 +36,31 @@ def parse_assignment(item: str, what: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def explain_validation(exc, model, source: str, prefix: str = "") -> UserError:
+def explain_validation(exc, model, source: str = "", prefix: str = "") -> UserError:
     """One line for the first error of a pydantic ``ValidationError`` raised by ``model``:
-    ``<source>: unknown key '<prefix.key>'; did you mean ...?`` or ``<source>: '<key>': <why>
-    (got <value>); fix the value``."""
+    ``<source>: unknown key '<prefix.key>'; did you mean ...?``, ``<source>: '<key>': <why>
+    (got <value>); fix the value``, or for an error of the values together (no key)
+    ``<source>: '<prefix>': <why>; fix the values``. An empty ``source`` is left out (the
+    caller adds it)."""
     import difflib
 
     err = exc.errors()[0]
     loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
     key = ".".join(p for p in (prefix, *loc) if p)
+    lead = f"{source}: " if source else ""
+    if not loc:
+        msg = err["msg"].removeprefix("Value error, ")
+        return UserError(f"{lead}{repr(key) + ': ' if key else ''}{msg}; fix the values")
     if err["type"] != "extra_forbidden":
-        return UserError(f"{source}: '{key}': {err['msg']} (got {err.get('input')!r}); fix the value")
+        return UserError(f"{lead}'{key}': {err['msg']} (got {err.get('input')!r}); fix the value")
     for part in loc[:-1]:  # the model that holds the unknown key
         field = model.model_fields.get(part)
         model = getattr(field, "annotation", None) if field else None
         if not (isinstance(model, type) and hasattr(model, "model_fields")):
-            return UserError(f"{source}: unknown key '{key}'")
+            return UserError(f"{lead}unknown key '{key}'")
     names = list(model.model_fields)
     close = difflib.get_close_matches(loc[-1], names, n=1)
     around = ".".join(loc[:-1])  # suggestions are spelt as the model spells them, without ``prefix``
     hint = f"did you mean '{around + '.' if around else ''}{close[0]}'?" if close else \
         f"valid keys here: {', '.join(names) or 'none'}"
-    return UserError(f"{source}: unknown key '{key}'; {hint}")
+    return UserError(f"{lead}unknown key '{key}'; {hint}")

@@ -1,16 +1,22 @@
-"""Train one config on a catalog and evaluate it on the test pools: shared by demo and reproduce."""
+"""Train one config on a catalog and evaluate it on the test pools (demo, reproduce, calibrate);
+the one run-or-reuse loop of experiment sets; evaluate a finished run."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 
-from crossreid.config import DataConfig, RunConfig
+from crossreid.config import DataConfig, RunConfig, load_config
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.engine.trainer import Trainer
+from crossreid.errors import UserError
+from crossreid.io import read_json, write_json
 from crossreid.retrieval.evaluate import evaluate_directions, pool_features
 
 
@@ -59,6 +65,72 @@ def record_test_feature(results: dict, method) -> dict:
         if settings:
             result.protocol["test_feature"] = settings
     return results
+
+
+RESULTS_FILE = "test_results.json"   # in a run folder: the test metrics of a finished run
+# Keys that change neither what a run trains nor what it scores: a finished run made with other values is reused.
+NOT_RESULTS = {"train.progress", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.disk_cache",
+               "train.cache_dir", "train.decode_workers"}
+
+
+def config_difference(saved: RunConfig, now: RunConfig) -> str | None:
+    """``"key: saved value, now value"`` for the first differing ``section.key`` (NOT_RESULTS aside), or None."""
+    def flat(cfg: RunConfig) -> dict:
+        return {f"{section}.{key}": json.dumps(value, sort_keys=True) for section, values in
+                cfg.model_dump(mode="json").items() for key, value in values.items()}
+    a, b = flat(saved), flat(now)
+    diff = sorted(k for k in set(a) | set(b) if k not in NOT_RESULTS and a.get(k) != b.get(k))
+    return f"{diff[0]}: {a.get(diff[0], '<unset>')} then, {b.get(diff[0], '<unset>')} now" if diff else None
+
+
+class Runner:
+    """Trains configs into run folders, or reuses a finished run made with the same config: the
+    one loop of ``reproduce`` and ``calibrate``. Catalogs and decoded test pools are shared
+    between runs on the same data."""
+
+    def __init__(self, overwrite: bool = False, progress: bool = True) -> None:
+        self.overwrite, self.progress = overwrite, progress
+        self.catalogs: dict[str, Catalog] = {}
+        self.stores: dict[tuple, TestStores] = {}
+
+    def run(self, cfg: RunConfig, run_dir: Path, directions, announce: str, record: dict | None = None) -> dict:
+        """The result record of ``cfg`` in ``run_dir`` (``RESULTS_FILE``): ``mean`` (per direction,
+        fractions), ``chance_r1`` (per direction), ``wall_time_s`` and ``record``'s fields. A finished
+        run is reused when its ``config.yaml`` is ``cfg`` (NOT_RESULTS aside); one made with another
+        config is an error unless ``overwrite``. Else ``announce`` is printed and the run trained."""
+        done = Path(run_dir) / RESULTS_FILE
+        if done.is_file() and not self.overwrite:
+            saved = Path(run_dir) / "config.yaml"
+            diff = config_difference(load_config(saved), cfg) if saved.is_file() else "no config.yaml"
+            if diff:
+                raise UserError(f"{run_dir}: made with another config ({diff}); use another --out or pass --overwrite")
+            return read_json(done)
+        catalog, stores = self._data(cfg)
+        click.echo(announce)
+        start = time.perf_counter()
+        run = train_and_evaluate(cfg, Path(run_dir), catalog, stores, overwrite=True, progress=self.progress)
+        scored = [d for d in directions if d in run.results]
+        out = {**(record or {}), "mean": {d: run.results[d].mean() for d in scored},
+               "chance_r1": {d: run.results[d].chance_rank1() for d in scored},
+               "protocol": {d: r.protocol for d, r in run.results.items()},
+               "wall_time_s": round(time.perf_counter() - start, 1)}
+        write_json(done, out)
+        return out
+
+    def _data(self, cfg: RunConfig) -> tuple[Catalog, "TestStores"]:
+        from crossreid.data.open import open_catalog
+        from crossreid.engine.process import setup_process
+
+        data = cfg.data
+        source = json.dumps([data.dataset, data.root, data.options, data.synth], sort_keys=True)
+        if not self.catalogs:
+            setup_process(cfg.train)
+        if source not in self.catalogs:
+            self.catalogs[source] = open_catalog(data, progress=self.progress)
+        size = (source, data.height, data.width, data.depth_encoding)
+        if size not in self.stores:
+            self.stores[size] = TestStores.of(self.catalogs[source], data)
+        return self.catalogs[source], self.stores[size]
 
 
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,

@@ -20,10 +20,14 @@ def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.
     return sq.clamp(min=1e-12).sqrt()
 
 
-def _label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(same identity incl. self, different identity) boolean ``(N, N)`` masks."""
+def _anchors(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The rows of the anchors that have a negative: their distances to every item, and the
+    same-identity (self included) and other-identity masks; None when no anchor has a negative."""
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
-    return same, ~same
+    valid = (~same).any(1)
+    if not valid.any():
+        return None
+    return pairwise_euclidean(features)[valid], same[valid], ~same[valid]
 
 
 class IdentityLoss(nn.Module):
@@ -56,13 +60,12 @@ class BatchHardTriplet(nn.Module):
         self.margin = margin
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        dist = pairwise_euclidean(features)
-        pos, neg = _label_masks(labels)
-        valid = neg.any(1)
-        if not valid.any():
+        anchors = _anchors(features, labels)
+        if anchors is None:
             return features.sum() * 0.0
-        d_ap = dist.masked_fill(~pos, float("-inf")).amax(1)[valid]
-        d_an = dist.masked_fill(~neg, float("inf")).amin(1)[valid]
+        dist, pos, neg = anchors
+        d_ap = dist.masked_fill(~pos, float("-inf")).amax(1)
+        d_an = dist.masked_fill(~neg, float("inf")).amin(1)
         if self.margin is None:
             return F.softplus(d_ap - d_an).mean()
         return F.relu(d_ap - d_an + self.margin).mean()
@@ -77,12 +80,10 @@ class WeightedRegularizedTriplet(nn.Module):
     """
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        dist = pairwise_euclidean(features)
-        pos, neg = _label_masks(labels)
-        valid = neg.any(1)
-        if not valid.any():
+        anchors = _anchors(features, labels)
+        if anchors is None:
             return features.sum() * 0.0
-        dist, pos, neg = dist[valid], pos[valid], neg[valid]
+        dist, pos, neg = anchors
         w_pos = torch.softmax(dist.masked_fill(~pos, float("-inf")), dim=1)
         w_neg = torch.softmax((-dist).masked_fill(~neg, float("-inf")), dim=1)
         furthest_positive = (w_pos * dist).sum(1)

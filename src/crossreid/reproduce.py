@@ -1,124 +1,139 @@
-"""``crossreid reproduce hafner|baselines``: experiment sets on the synthetic data, over seeds.
+"""``crossreid reproduce SET``: an experiment set over seeds; markdown tables of the results.
 
-``hafner``: the experiments of Hafner et al. (Tables 3 and 5) on synthetic RGB-D data.
-``baselines``: the four baselines, RGB↔depth and RGB↔IR. ``vi``: the visible-infrared
-methods against AGW on synthetic RGB↔IR, each with its ablations. Every experiment is a shipped
-config plus overrides, run for several seeds; the result is a markdown table (R1 / R5 /
-R10 / mAP, mean ± std over seeds). The numbers are on synthetic data: they test which
-claims hold in a controlled setting, not the papers' figures.
+A set is a YAML file (the shipped ones in ``crossreid/experiments/``: ``hafner``, the
+experiments of Hafner et al., Tables 3 and 5, on synthetic RGB-D data; ``baselines``, the
+four baselines, RGB↔depth and RGB↔IR; ``vi``, the visible-infrared methods against AGW on
+synthetic RGB↔IR with their ablations; or a user's own file of the same form). Each experiment
+is a config plus overrides, run for several seeds (or reused, see
+:class:`crossreid.experiment.Runner`); the result is a markdown table per table of the set
+(R1 / R5 / R10 / mAP, mean ± std over seeds). On synthetic data the numbers test which claims
+hold in a controlled setting, not the papers' figures.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Optional
 
-import click
 import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from crossreid.config import load_config, resolve_config
-from crossreid.data.open import open_catalog
-from crossreid.engine.process import setup_process
-from crossreid.errors import UserError
-from crossreid.experiment import TestStores, train_and_evaluate
-from crossreid.io import read_json, write_json, write_text
+from crossreid.errors import UserError, explain_validation
+from crossreid.experiment import Runner
+from crossreid.io import write_text
+from crossreid.modality import parse_direction
 
-# name -> (shipped config, overrides, table, row label)
-HAFNER = {
-    "zero_padding": ("hafner_synthetic", ["method.name=zero_padding"], 3, "Zero-padding (Wu 2017)"),
-    "two_stream": ("hafner_synthetic", ["method.name=two_stream"], 3, "Two-stream (Wu 2017)"),
-    "one_stream": ("hafner_synthetic", ["method.name=one_stream"], 3, "One-stream (Wu 2017)"),
-    "distill_128": ("hafner_distill_synthetic", [], 3, "Distillation, 128-d"),
-    "distill_512": ("hafner_distill_synthetic", ["model.embedding_dim=512"], 3, "Distillation, 512-d"),
-    "distill_att_512": ("hafner_distill_synthetic", ["model.embedding_dim=512", "method.options.attention=true"], 3,
-                        "Distillation + attention, 512-d"),
-    "distill_rgb_to_depth_128": ("hafner_distill_synthetic", ["method.options.source=rgb", "method.options.target=depth"],
-                                 3, "Distillation RGB→depth (teacher on RGB), 128-d"),
-    "ablation_nocopy_nofreeze": ("hafner_distill_synthetic", ["method.options.copy_weights=false",
-                                                              "method.options.freeze=false"], 5,
-                                 "no weight copy, no freezing"),
-    "ablation_copy_nofreeze": ("hafner_distill_synthetic", ["method.options.freeze=false"], 5,
-                               "weight copy, no freezing"),
-    "ablation_copy_freeze": ("hafner_distill_synthetic", [], 5, "weight copy + freezing (proposed)"),
-}
-# name -> (shipped config, overrides, table, row label)
-BASELINES = {
-    name: (f"{name}_synthetic", [], 1, label)
-    for name, label in (("one_stream", "One-stream"), ("zero_padding", "Zero-padding"),
-                        ("two_stream", "Two-stream"), ("agw", "AGW"))
-}
-# name -> (shipped config, overrides, table, row label); table 1: methods, 2: ablations.
-# Each visible-infrared method adds its rows here.
-VISIBLE_INFRARED = {
-    "agw": ("agw_synthetic", ["data.modalities=[rgb,ir]"], 1, "AGW (baseline)"),
-    "smmd": ("smmd_synthetic", [], 1, "SMMD (reconstruction)"),
-    "smmd_no_self_mimic": ("smmd_synthetic", ["method.options.self_mimic_weight=0"], 2,
-                           "SMMD (reconstruction), self-mimic removed"),
-    "smmd_no_mutual": ("smmd_synthetic", ["method.options.mutual_weight=0"], 2,
-                       "SMMD (reconstruction), mutual distillation removed"),
-    "wan": ("wan_synthetic", [], 1, "Wan et al. 2024 (reconstruction)"),
-    "wan_no_fusion": ("wan_synthetic", ["method.options.fusion_teacher=false"], 2,
-                      "Wan et al. (reconstruction) without the fusion teacher"),
-    "wan_no_memory": ("wan_synthetic", ["method.options.memory_teacher=false"], 2,
-                      "Wan et al. (reconstruction) without the memory teacher"),
-    "wan_no_dynamic": ("wan_synthetic", ["method.options.dynamic_weight=none"], 2,
-                       "Wan et al. (reconstruction) without dynamic weighting (weight 1)"),
-    "idkl": ("idkl_synthetic", ["data.modalities=[rgb,ir]"], 1, "IDKL"),
-    "idkl_no_purifier": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.purifier=false"], 2,
-                         "IDKL without the IN-guided purifier"),
-    "idkl_no_tgsa": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.tgsa=false"], 2,
-                     "IDKL without TGSA"),
-    "idkl_no_csa": ("idkl_synthetic", ["data.modalities=[rgb,ir]", "method.options.csa_sample=false",
-                                       "method.options.csa_set=false"], 2, "IDKL without CSA (sample and set level)"),
-}
-SETS = {"hafner": (HAFNER, ("rgb->depth", "depth->rgb")),
-        "baselines": (BASELINES, ("rgb->depth", "depth->rgb", "rgb->ir", "ir->rgb")),
-        "vi": (VISIBLE_INFRARED, ("rgb->ir", "ir->rgb"))}
+SHIPPED = Path(__file__).parent / "experiments"
 METRICS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("map", "mAP"))
 
 
-def run_set(which: str, out: Path, seeds: list[int], only: list[str] | None = None,
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Experiment(_Strict):
+    label: str                                   # the table row
+    config: str                                  # a shipped config name, or a file relative to the set's file
+    overrides: list[str] = Field(default_factory=list)
+
+
+class Table(_Strict):
+    caption: str = ""
+    experiments: dict[str, Experiment]
+
+
+class ExperimentSet(_Strict):
+    title: str                                   # the heading of the tables
+    data: str                                    # which modalities, for the note under the heading
+    papers: Optional[str] = None                 # whose published figures these are not comparable with
+    directions: list[str]
+    tables: list[Table] = Field(min_length=1)
+    _path: Path = PrivateAttr(default=Path())    # the file it was read from
+
+    @field_validator("directions")
+    @classmethod
+    def _check_directions(cls, value: list[str]) -> list[str]:
+        for d in value:
+            parse_direction(d, "directions")
+        return value
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def name(self) -> str:
+        return self._path.stem
+
+    @property
+    def experiments(self) -> dict[str, tuple[Experiment, Table]]:
+        """Every experiment by name, with its table, in file order."""
+        return {name: (e, t) for t in self.tables for name, e in t.experiments.items()}
+
+    def config(self, experiment: Experiment, overrides: list[str]):
+        local = self.path.parent / experiment.config
+        return load_config(local if local.is_file() else resolve_config(experiment.config), overrides)
+
+
+def shipped_sets() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def load_set(name_or_path: str | Path) -> ExperimentSet:
+    """A shipped set by name (``hafner``, ``baselines``, ``vi``) or an experiment-set YAML file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SHIPPED / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(f"{name_or_path}: no such experiment set; give a shipped one ({', '.join(shipped_sets())}) "
+                            "or an experiment-set YAML file (see docs/results.md)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: an experiment set is a mapping (title, data, directions, tables); "
+                        f"see {SHIPPED / 'baselines.yaml'}")
+    try:
+        exp_set = ExperimentSet(**raw)
+    except ValidationError as exc:
+        raise explain_validation(exc, ExperimentSet, str(path)) from None
+    exp_set._path = path
+    names = [n for t in exp_set.tables for n in t.experiments]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"{path}: experiment {twice[0]!r} appears in two tables; give each experiment one name")
+    for experiment, _ in exp_set.experiments.values():
+        exp_set.config(experiment, experiment.overrides)  # a bad config or override fails here, before any run
+    return exp_set
+
+
+def run_set(exp_set: ExperimentSet, out: Path, seeds: list[int], only: list[str] | None = None,
             overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or reuse, per experiment and seed) every experiment; return {name: {seed: {direction: means}}}."""
-    experiments, directions = SETS[which]
+    experiments = exp_set.experiments
     names = only or list(experiments)
     unknown = [n for n in names if n not in experiments]
     if unknown:
         raise UserError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(experiments)}")
-    out = Path(out)
+    runner = Runner(overwrite, progress)
     summary: dict = {}
-    catalog = stores = None
     first_of: dict = {}  # (config, overrides) -> the first experiment with them: identical rows run once
     for name in names:
-        config, extra, _, _ = experiments[name]
-        same = first_of.setdefault((config, tuple(extra)), name)
+        experiment = experiments[name][0]
+        same = first_of.setdefault((experiment.config, tuple(experiment.overrides)), name)
         if same != name:
             summary[name] = summary[same]
             continue
         for seed in seeds:
-            run_dir = out / name / f"seed{seed}"
-            done = run_dir / "test_results.json"
-            settings = [*extra, f"train.seed={seed}", *(overrides or [])]
-            if done.is_file() and not overwrite:
-                previous = read_json(done)
-                if previous.get("overrides") != settings:
-                    raise UserError(f"{done}: made with overrides {previous.get('overrides')}, now {settings}; "
-                                    "use another --out or pass --overwrite")
-                summary.setdefault(name, {})[seed] = previous["mean"]
-                continue
-            cfg = load_config(resolve_config(config), settings)
-            if catalog is None:
-                setup_process(cfg.train)
-                catalog = open_catalog(cfg.data, progress=progress)
-                stores = TestStores.of(catalog, cfg.data)
-            click.echo(f"[{name} seed {seed}] training {cfg.method.name}")
-            start = time.perf_counter()
-            run = train_and_evaluate(cfg, run_dir, catalog, stores, overwrite=True, progress=progress)
-            means = {d: run.results[d].mean() for d in directions if d in run.results}
-            write_json(done, {"experiment": name, "seed": seed, "overrides": settings, "mean": means,
-                              "protocol": {d: r.protocol for d, r in run.results.items()},
-                              "wall_time_s": round(time.perf_counter() - start, 1)})
-            summary.setdefault(name, {})[seed] = means
+            settings = [*experiment.overrides, f"train.seed={seed}", *(overrides or [])]
+            cfg = exp_set.config(experiment, settings)
+            record = runner.run(cfg, Path(out) / name / f"seed{seed}", exp_set.directions,
+                                f"[{name} seed {seed}] training {cfg.method.name}",
+                                {"experiment": name, "seed": seed, "overrides": settings})
+            summary.setdefault(name, {})[seed] = record["mean"]
     return summary
 
 
@@ -127,14 +142,14 @@ def _cell(values: list[float]) -> str:
     return f"{arr.mean():.1f}±{arr.std():.1f}" if len(arr) > 1 else f"{arr.mean():.1f}"
 
 
-def results_table(which: str, summary: dict, table: int) -> str:
-    """A markdown table of one table number of a set (mean ± std over seeds, percent)."""
-    experiments, directions = SETS[which]
+def results_table(exp_set: ExperimentSet, summary: dict, table: Table) -> str:
+    """A markdown table of one table of a set (mean ± std over seeds, percent)."""
+    directions = exp_set.directions
     head = " | ".join(f"Q {d.split('->')[0]} → G {d.split('->')[1]}: " + " / ".join(lbl for _, lbl in METRICS)
                       for d in directions)
     lines = [f"| approach | seeds | {head} |", "| --- | --- |" + " --- |" * len(directions)]
-    for name, (_, _, tab, label) in experiments.items():
-        if tab != table or name not in summary:
+    for name, experiment in table.experiments.items():
+        if name not in summary:
             continue
         runs = list(summary[name].values())
         cells = []
@@ -143,30 +158,30 @@ def results_table(which: str, summary: dict, table: int) -> str:
                 cells.append(" / ".join(_cell([r[d][key] for r in runs]) for key, _ in METRICS))
             else:
                 cells.append("n/a")
-        lines.append(f"| {label} | {len(runs)} | {' | '.join(cells)} |")
+        lines.append(f"| {experiment.label} | {len(runs)} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
-# which -> (heading, [(caption, table number)])
-TABLES = {
-    "hafner": ("## Cross-modal distillation (Hafner et al.) on synthetic RGB-D data",
-               [("Shaped like the paper's Table 3 (cross-modal results against the baselines):", 3),
-                ("Shaped like the paper's Table 5 (weight copy / freezing ablation, 128-d):", 5)]),
-    "vi": ("## Visible-infrared methods on synthetic RGB / IR data",
-           [("Methods against AGW:", 1), ("Ablations (each component removed):", 2)]),
-    "baselines": ("## Baselines on synthetic RGB / depth / IR data", [("", 1)]),
-}
+def set_note(exp_set: ExperimentSet, seeds: list[int], overrides: list[str]) -> str:
+    """The line under the heading: the data, seeds and overrides, and what the figures are not."""
+    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data.synth.difficulty=")), "default")
+    first = next(iter(exp_set.experiments.values()))[0]
+    data = exp_set.config(first, overrides).data
+    where = (f"Synthetic data (the demo's synthetic set, {exp_set.data}, difficulty {preset})"
+             if data.dataset == "synthetic" else f"Dataset {data.dataset} ({exp_set.data})")
+    papers = f"the papers' {exp_set.papers}" if exp_set.papers else "published"
+    return (f"{where}, {len(seeds)} seed(s){', overrides ' + ' '.join(overrides) if overrides else ''}; "
+            f"mean ± std over seeds, percent. Not comparable with {papers} figures.")
 
 
-def write_tables(which: str, summary: dict, path: Path, note: str) -> str:
+def write_tables(exp_set: ExperimentSet, summary: dict, path: Path, note: str) -> str:
     """The set's markdown tables (those with at least one row that ran) under a heading and ``note``."""
-    heading, tables = TABLES[which]
-    parts = [heading, "", note, ""]
-    for caption, number in tables:
-        table = results_table(which, summary, number)
-        if table.count("\n") < 2:  # header only: none of its rows ran
+    parts = [f"## {exp_set.title}", "", note, ""]
+    for table in exp_set.tables:
+        text = results_table(exp_set, summary, table)
+        if text.count("\n") < 2:  # header only: none of its rows ran
             continue
-        parts += [caption, "", table, ""] if caption else [table, ""]
+        parts += [table.caption, "", text, ""] if table.caption else [text, ""]
     text = "\n".join(parts)
     write_text(path, text)
     return text

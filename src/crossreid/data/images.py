@@ -107,8 +107,7 @@ def depth_to_unit(depth_mm: np.ndarray) -> np.ndarray:
 
 
 # Depth encodings for the network (data.depth_encoding).
-DEPTH_ENCODINGS = ("global", "relative", "normals")
-DEFAULT_DEPTH_ENCODING = "normals"  # chosen from the depth->depth measurement in docs/synthetic.md
+DEPTH_ENCODINGS = ("global", "relative", "normals")  # the default is the config's (config.DataConfig)
 RELIEF_MM = 600.0          # relative: ± this many mm around the person's depth map to [0, 1]
 CROP_HEIGHT_MM = 2000.0    # normals: a person crop spans about this much vertically (pixel size)
 
@@ -137,7 +136,7 @@ def _relief_mask(d: np.ndarray) -> tuple[np.ndarray, float]:
     return (d > 0) & (np.abs(d - ref) <= RELIEF_MM), ref
 
 
-def encode_depth(depth_mm: np.ndarray, encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
+def encode_depth(depth_mm: np.ndarray, encoding: str) -> np.ndarray:
     """Depth in millimetres (H×W, 0 = no reading) as float32 C×H×W network input in [0, 1].
 
     ``global``: the sensor range 0.5-8 m, near bright (a body's relief is a few percent of it).
@@ -174,14 +173,3 @@ def _masked_gradient(d: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
     g = np.where(prev_ok & next_ok, (nxt - prev) / 2,
                  np.where(next_ok, nxt - dm, np.where(prev_ok, dm - prev, 0.0)))
     return np.moveaxis(g, 0, axis)
-
-
-def to_float_chw(array: np.ndarray, modality: Modality, depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> np.ndarray:
-    """A decoded array as float32 C×H×W in [0, 1]; single-channel inputs become 3 channels."""
-    if modality is Modality.RGB:
-        return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0
-    if modality is Modality.DEPTH:
-        chw = encode_depth(array, depth_encoding)
-    else:
-        chw = array.astype(np.float32)[None] / 255.0
-    return np.ascontiguousarray(np.broadcast_to(chw, (3,) + chw.shape[1:]), dtype=np.float32)

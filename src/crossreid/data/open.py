@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from crossreid.config import DataConfig
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog
 
 
-def open_catalog(data: DataConfig, progress: bool = True) -> Catalog:
+def open_catalog(data, progress: bool = True) -> Catalog:
+    """The catalog of ``data``, a run config's data section (``dataset``, ``root``, ``options``,
+    ``synth``; data knows no config type, as :meth:`ImageStore.for_data`)."""
     if data.dataset == "synthetic" and data.root is None:
         from crossreid.data.synth import SynthParams, cached_dataset
 

@@ -19,25 +19,24 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from crossreid.data.images import DEFAULT_DEPTH_ENCODING, decode, depth_channels, encode_depth
+from crossreid.data.images import decode, depth_channels, encode_depth
 from crossreid.data.samples import Sample
 from crossreid.io import atomic_path
 from crossreid.modality import Modality
+from crossreid.progress import progress_bar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_resized(sample: Sample, height: int, width: int,
-                 depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> torch.Tensor:
+def load_resized(sample: Sample, height: int, width: int, depth_encoding: str) -> torch.Tensor:
     """One sample as a float16 C×H×W tensor in [0, 1] at the model size (depth encoded after resizing)."""
     return resize_decoded(decode(sample.path, sample.modality), sample.modality, height, width, depth_encoding)
 
 
 def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: int,
-                   depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> torch.Tensor:
+                   depth_encoding: str) -> torch.Tensor:
     """A decoded array (see :func:`crossreid.data.images.decode`) as :func:`load_resized` gives it."""
     if modality is Modality.DEPTH:
         # Nearest keeps holes (0 = no reading) from bleeding into valid depth.
@@ -50,7 +49,7 @@ def resize_decoded(array: np.ndarray, modality: Modality, height: int, width: in
     return torch.from_numpy(np.ascontiguousarray(chw)).to(torch.float16)
 
 
-def channels(modality: Modality, depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> int:
+def channels(modality: Modality, depth_encoding: str) -> int:
     """Channels ``load_resized`` gives a modality: 3 for RGB, 1 for IR, 1 or 3 for depth (by encoding)."""
     if modality is Modality.DEPTH:
         return depth_channels(depth_encoding)
@@ -66,9 +65,9 @@ class ImageStore:
     build stores from a run config with ``ImageStore.for_data`` so every split uses the same one.
     """
 
-    def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: bool = True,
-                 threads: int = 2, disk_dir: str | Path | None = None, root: str | Path | None = None,
-                 depth_encoding: str = DEFAULT_DEPTH_ENCODING) -> None:
+    def __init__(self, samples: Sequence[Sample], height: int, width: int, *, depth_encoding: str,
+                 cache: bool = True, threads: int = 2, disk_dir: str | Path | None = None,
+                 root: str | Path | None = None) -> None:
         self.samples, self.height, self.width = list(samples), height, width
         self.depth_encoding = depth_encoding
         self.cache = cache
@@ -99,7 +98,7 @@ class ImageStore:
         with ThreadPoolExecutor(self.threads) as pool:
             results = pool.map(lambda i: (i, load_resized(self.samples[i], self.height, self.width,
                                                           self.depth_encoding)), todo)
-            yield from tqdm(results, total=len(todo), desc=desc, disable=not progress, leave=False)
+            yield from progress_bar(results, total=len(todo), desc=desc, enabled=progress, keep=False)
 
     def _open_disk(self, progress: bool, desc: str) -> None:
         path = self.disk_path()

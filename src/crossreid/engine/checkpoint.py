@@ -52,8 +52,24 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, state: dict[str, A
         full_state["optimizer"] = opt_plain
     for name, value in (rng or {}).items():
         tensors[f"rng/{name}"] = value.contiguous()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_STATE_KEY: json.dumps(full_state)})
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_STATE_KEY: json.dumps(full_state)})
+    except (OSError, SafetensorError) as exc:
+        why = _write_failure(exc)
+        if why is None:
+            raise
+        raise UserError(f"{path.parent}: could not write {path.name} ({why}); earlier checkpoints are intact: "
+                        "free space there (or fix the folder), then continue the run with --resume") from None
+
+
+def _write_failure(exc: Exception) -> str | None:
+    """Why writing failed when the disk or the folder refused it (full, read-only, no permission), else None."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)  # safetensors reports the OS error inside its message: "... I/O error: <why> (os error N)"
+    return text.split("I/O error: ", 1)[1] if "I/O error: " in text else None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None,

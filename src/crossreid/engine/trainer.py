@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
@@ -43,6 +42,7 @@ from crossreid.errors import UserError
 from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
 from crossreid.modality import Modality
+from crossreid.progress import progress_bar, write
 
 __all__ = ["EpochPoint", "Position", "Trainer", "load_optimizer_state", "lr_factor", "make_optimizer"]
 
@@ -236,7 +236,7 @@ class Trainer:
         self.log.write(record, step=at.epoch)
         if self.progress:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float))
-            tqdm.write(f"[{at.stage.name} {at.epoch + 1}/{at.stage.epochs}] {shown}")
+            write(f"[{at.stage.name} {at.epoch + 1}/{at.stage.epochs}] {shown}")
 
     def train_epoch(self, model, sampler, optimizer, scaler, at: EpochPoint, partial: Position) -> dict:
         """One epoch (from ``partial.step`` on): steps, the method's hooks, mid-epoch checkpoints."""
@@ -248,8 +248,8 @@ class Trainer:
                   for k, v in (partial.totals or {}).items()}
         seen, steps, here, start = partial.seen, partial.step, 0, time.perf_counter()
         mine = sampler.shard()
-        bar = tqdm(total=len(sampler), initial=steps, desc=f"{stage.name} epoch {at.epoch + 1}/{stage.epochs}",
-                   disable=not self.progress, leave=False)
+        bar = progress_bar(total=len(sampler), initial=steps, desc=f"{stage.name} epoch {at.epoch + 1}/{stage.epochs}",
+                           enabled=self.progress, keep=False)
         for indices in sampler.global_batches(steps):
             batch = self.make_batch(indices, stage, mine)
             losses = self.step(model, batch, stage, optimizer, scaler)

@@ -10,7 +10,8 @@ from crossreid.evaluation.results import ProtocolResult
 from crossreid.evaluation.score import score_arrays, score_features
 
 # Built-in protocols: importing a module registers it (a new protocol adds its module here).
-from crossreid.evaluation import llcm_protocols, regdb_protocols, rgbd_protocols, sysu_protocols  # noqa: F401, E402
+from crossreid.evaluation import (llcm_protocols, regdb_protocols, rgbd_protocols,  # noqa: F401, E402
+                                  synthetic_protocols, sysu_protocols)
 
 __all__ = [
     "ExclusionRule", "Metrics", "NO_EXCLUSION", "Protocol", "ProtocolResult", "SAME_CAMERA", "SAME_FRAME",

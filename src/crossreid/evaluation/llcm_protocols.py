@@ -18,10 +18,10 @@ from typing import Any
 
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
+from crossreid.evaluation.gallery_draws import python_random_gallery
 from crossreid.evaluation.metrics import SAME_ID_AND_CAMERA
-from crossreid.evaluation.protocols import Trial, register_protocol
-from crossreid.evaluation.sampling import (DatasetProtocol, bool_option, legacy_direction, option_in,
-                                           python_random_gallery, require_nonempty, select)
+from crossreid.evaluation.protocols import (Protocol, Trial, bool_option, legacy_direction, option_in,
+                                            register_protocol)
 from crossreid.modality import Modality
 
 CAMERAS = {Modality.RGB: (1, 2, 3, 4, 5, 6, 7, 8, 9), Modality.IR: (1, 2, 4, 5, 6, 7, 8, 9)}
@@ -30,13 +30,14 @@ TRIALS = 10
 
 
 @register_protocol("llcm")
-class LLCMProtocol(DatasetProtocol):
+class LLCMProtocol(Protocol):
     """``query``/``gallery`` ir->rgb (default) or rgb->ir (also spelt ``direction="rgb->ir"``);
     ``gallery_draw`` ``sampled`` (official) or ``full``."""
 
     name = "llcm"
     directions = DIRECTIONS
     exclusion = SAME_ID_AND_CAMERA
+    fix = "load it with the llcm dataset (query and gallery pools hold both modalities)"
 
     def __init__(self, query: str | None = None, gallery: str | None = None, direction: str | None = None,
                  gallery_draw: str = "sampled", deen_compat: bool = False, distance: str = "euclidean",
@@ -50,7 +51,6 @@ class LLCMProtocol(DatasetProtocol):
             raise UserError("protocol 'llcm': deen_compat=true reproduces DEEN's sampled galleries; "
                             "drop it or use gallery_draw=sampled")
         self.transposed = self.deen_compat and self.query_modality is Modality.RGB
-        self.direction = f"{self.query_modality}->{self.gallery_modality}"
         if self.transposed:
             self.direction += " (deen_compat: sampled ir probes vs all rgb)"
         self.num_trials = TRIALS if self.gallery == "sampled" else 1
@@ -59,17 +59,13 @@ class LLCMProtocol(DatasetProtocol):
                          "python random.seed(t), t=0..9; one random.choice per (id, cam), DEEN call order")
 
     def trials(self, catalog: Catalog) -> list[Trial]:
-        fix = "load it with the llcm dataset (query and gallery pools hold both modalities)"
-        query = require_nonempty(select(catalog.query, self.query_modality), catalog,
-                                 f"{self.query_modality} query images", fix)
-        gallery = require_nonempty(select(catalog.gallery, self.gallery_modality), catalog,
-                                   f"{self.gallery_modality} gallery images", fix)
+        query, gallery = self.pools(catalog)
         if self.gallery == "full":
             return [Trial(query, gallery, self.exclusion, self.cmc)]
         if self.transposed:
-            nir = require_nonempty(select(catalog.query, Modality.IR), catalog, "ir query images", fix)
-            return [Trial(python_random_gallery(catalog.query, nir, CAMERAS[Modality.IR], seed=t),
-                          select(catalog.gallery, Modality.RGB), self.exclusion, self.cmc) for t in range(TRIALS)]
+            nir, vis = self.pool(catalog, "query", Modality.IR), self.pool(catalog, "gallery", Modality.RGB)
+            return [Trial(python_random_gallery(catalog.query, nir, CAMERAS[Modality.IR], seed=t), vis,
+                          self.exclusion, self.cmc) for t in range(TRIALS)]
         cams = CAMERAS[self.gallery_modality]
         return [Trial(query, python_random_gallery(catalog.gallery, gallery, cams, seed=t), self.exclusion, self.cmc)
                 for t in range(TRIALS)]

@@ -81,13 +81,15 @@ class ExclusionRule:
         return qcodes, gcodes
 
     def mask(self, qcodes: Mapping[str, np.ndarray], gcodes: Mapping[str, np.ndarray],
-             rows: np.ndarray, clauses: Sequence[tuple[str, ...]] | None = None) -> np.ndarray | None:
-        """Dense ``[len(rows), G]`` removal mask for the given query rows (None: nothing removed)."""
+             rows: np.ndarray, clauses: Sequence[tuple[str, ...]] | None = None,
+             gallery: slice | np.ndarray = slice(None)) -> np.ndarray | None:
+        """Dense ``[len(rows), G]`` removal mask for the given query rows (None: nothing removed);
+        ``gallery`` (a slice or index array) restricts its columns to those gallery items."""
         out = None
         for clause in self.clauses if clauses is None else clauses:
             same = None
             for key in clause:
-                eq = qcodes[key][rows, None] == gcodes[key][None, :]
+                eq = qcodes[key][rows, None] == gcodes[key][None, gallery]
                 same = eq if same is None else np.logical_and(same, eq, out=same)
             out = same if out is None else np.logical_or(out, same, out=out)
         return out

@@ -1,9 +1,10 @@
 """Protocols: how a Catalog becomes evaluation trials, registered by name.
 
 A protocol names its query and gallery samples (indices into ``catalog.query`` and
-``catalog.gallery``), the exclusion rule and the CMC level of each trial. Dataset
-protocols (SYSU-MM01, RegDB, LLCM, RGB-D) register themselves with
-:func:`register_protocol` without touching this module's core.
+``catalog.gallery``), the exclusion rule and the CMC level of each trial. Every protocol
+(SYSU-MM01, RegDB, LLCM, RGB-D, synthetic: one ``<family>_protocols.py`` each) subclasses
+:class:`Protocol` and registers itself with :func:`register_protocol` without touching this
+module. Here too: scoring a protocol's trials, and the chance R1 of a scored result.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from crossreid.data.samples import Catalog, sample_arrays
+from crossreid.data.samples import Catalog, Sample, sample_arrays
 from crossreid.errors import UserError
 from crossreid.evaluation.chance import gallery_reach
 from crossreid.evaluation.distance import check_metric, check_precision
-from crossreid.evaluation.metrics import SAME_CAMERA, ExclusionRule, Metrics, check_level, compute_metrics
+from crossreid.evaluation.metrics import ExclusionRule, Metrics, check_level, compute_metrics
 from crossreid.evaluation.results import ProtocolResult
-from crossreid.modality import Modality
+from crossreid.modality import Modality, parse_direction
 from crossreid.registry import Registry
 
 
@@ -40,12 +41,14 @@ Pair = tuple[Modality, Modality]
 
 
 class Protocol(ABC):
-    """Base class: subclasses set ``name`` and ``directions`` and implement ``trials`` and ``describe``.
+    """Base class of every protocol: subclasses set ``name`` and ``directions``, call
+    :meth:`set_common` from ``__init__`` and implement ``trials``, which opens with :meth:`pools`.
 
     Every protocol takes the same direction and scoring options: ``query`` and ``gallery``
     (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
     any pair), ``distance`` (euclidean or cosine) and ``precision`` (float64, or float32 for
-    huge galleries). Subclasses call :meth:`set_scoring` from ``__init__``.
+    huge galleries). ``describe()`` records the attributes below (``extra()`` adds fields);
+    re-ranking is never applied by a protocol.
     """
 
     name: str = ""
@@ -54,10 +57,19 @@ class Protocol(ABC):
     precision: str = "float64"
     query_modality: Modality = Modality.RGB
     gallery_modality: Modality = Modality.DEPTH
+    direction: str = ""          # as recorded, e.g. "ir->rgb" (set_common's default) or "visible->thermal"
+    num_trials: int = 1
+    shots: Any = "all"
+    exclusion: ExclusionRule = ExclusionRule()
+    cmc: str = "image"
+    sampling: str = "none"
+    query_cams: tuple[int, ...] | None = None    # the cameras :meth:`pools` takes (None: all)
+    gallery_cams: tuple[int, ...] | None = None
+    fix: str = "load a dataset whose test pools hold both modalities"  # what to do when a pool is empty
     options: dict[str, Any] = {}  # the options it was built with (set by get_protocol)
 
-    def set_scoring(self, query: str | None, gallery: str | None, distance: str, precision: str) -> None:
-        """Check and set the direction (``None``: the protocol's default side), distance and precision."""
+    def set_common(self, query: str | None, gallery: str | None, distance: str, precision: str, cmc: str) -> None:
+        """Check and set the direction (``None``: the protocol's default side), distance, precision and CMC level."""
         default = self.directions[0] if self.directions else (Modality.RGB, Modality.DEPTH)
         pair = (Modality.parse(query) if query is not None else default[0],
                 Modality.parse(gallery) if gallery is not None else default[1])
@@ -66,23 +78,95 @@ class Protocol(ABC):
             raise UserError(f"protocol {self.name!r} does not score {pair[0]}->{pair[1]}; it supports {names} "
                             "(set query= and gallery= to one of them, or choose another protocol)")
         self.query_modality, self.gallery_modality = pair
+        self.direction = f"{pair[0]}->{pair[1]}"
         for option, value, check in (("distance", distance, check_metric), ("precision", precision, check_precision)):
             try:
                 setattr(self, option, check(value))
             except ValueError as exc:
                 raise UserError(f"protocol {self.name!r} option {option}: {exc}") from None
+        self.cmc = check_level(cmc)
+
+    def pools(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+        """The opening of ``trials``: the query pool's images of the query modality and the gallery
+        pool's of the gallery modality (in ``query_cams`` / ``gallery_cams``); an empty one is an error."""
+        return (self.pool(catalog, "query", self.query_modality, self.query_cams),
+                self.pool(catalog, "gallery", self.gallery_modality, self.gallery_cams))
+
+    def pool(self, catalog: Catalog, pool: str, modality: Modality, cams: Sequence[int] | None = None) -> np.ndarray:
+        """Indices into ``catalog.<pool>`` of ``modality`` (in ``cams``); none is an error naming ``fix``."""
+        idx = select(catalog.pool(pool), modality, cams)
+        if len(idx) == 0:
+            where = f" in cams {', '.join(map(str, cams))}" if cams else ""
+            raise UserError(f"dataset {catalog.name!r} at {catalog.root} has no {modality} {pool} images{where}; "
+                            f"{self.fix}")
+        return idx
 
     @abstractmethod
     def trials(self, catalog: Catalog) -> list[Trial]:
         """The trials of this protocol on ``catalog`` (deterministic for given options)."""
 
-    @abstractmethod
+    def extra(self) -> dict[str, Any]:
+        return {}
+
     def describe(self) -> dict[str, Any]:
-        """name, direction, trials, shots, distance, precision, re_ranking, cmc, exclusion (JSON-ready)."""
+        """name, direction, trials, shots, distance, precision, re_ranking, cmc, exclusion, sampling (JSON-ready)."""
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "trials": self.num_trials,
+            "shots": self.shots,
+            "distance": self.distance,
+            "precision": self.precision,
+            "re_ranking": False,
+            "cmc": self.cmc,
+            "exclusion": self.exclusion.describe(),
+            "sampling": self.sampling,
+            **self.extra(),
+        }
 
     def aggregate(self, per_trial: list[Metrics]) -> list[Metrics]:
         """The reported trials' metrics from those of ``trials()`` (default: unchanged)."""
         return per_trial
+
+
+def select(samples: Sequence[Sample], modality: Modality, cams: Iterable[int] | None = None) -> np.ndarray:
+    """Indices of ``samples`` of ``modality`` (and, when given, one of ``cams``)."""
+    keep = None if cams is None else set(cams)
+    return np.array([i for i, s in enumerate(samples)
+                     if s.modality == modality and (keep is None or s.cam in keep)], dtype=np.int64)
+
+
+# Option checks shared by the protocols' constructors.
+def option_in(value: Any, choices: Sequence[Any], protocol: str, option: str) -> Any:
+    if value not in choices:
+        raise UserError(f"protocol {protocol!r} option {option}={value!r} must be one of: "
+                        f"{', '.join(map(str, choices))}")
+    return value
+
+
+def int_option(value: Any, protocol: str, option: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise UserError(f"protocol {protocol!r} option {option}={value!r} must be an integer ≥ {low}")
+    return int(value)
+
+
+def bool_option(value: Any, protocol: str, option: str) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise UserError(f"protocol {protocol!r} option {option}={value!r} must be true or false")
+    return value
+
+
+def legacy_direction(direction: str | None, query: str | None, gallery: str | None,
+                     protocol: str) -> tuple[str | None, str | None]:
+    """``direction="visible->thermal"`` (the older spelling of RegDB / LLCM) as query and gallery."""
+    if direction is None:
+        return query, gallery
+    if query is not None or gallery is not None:
+        raise UserError(f"protocol {protocol!r}: give either direction= or query= and gallery=, not both")
+    q, g = parse_direction(direction, f"protocol {protocol!r} option direction")
+    return str(q), str(g)
 
 
 PROTOCOLS: Registry[Callable[..., Protocol]] = Registry("protocol")
@@ -134,68 +218,6 @@ def with_distance(options: dict[str, Any] | None, distance: str | None) -> dict[
     return options
 
 
-@register_protocol("synthetic")
-class SyntheticProtocol(Protocol):
-    """Query modality against gallery modality; same-camera gallery items are removed.
-
-    RGB and depth of one RGB-D camera share the camera id, so a query never meets its
-    own co-registered frame. Image-level CMC. One trial over the whole test set, or
-    ``trials`` seeded draws of ``gallery_per_id`` gallery images per identity.
-    """
-
-    name = "synthetic"
-
-    def __init__(self, query: str = "rgb", gallery: str = "depth", trials: int = 1,
-                 gallery_per_id: int | None = None, seed: int = 0, distance: str = "euclidean",
-                 precision: str = "float64"):
-        self.set_scoring(query, gallery, distance, precision)
-        if int(trials) < 1:
-            raise UserError(f"protocol option trials={trials} must be at least 1")
-        if int(trials) > 1 and not gallery_per_id:
-            raise UserError("protocol option trials > 1 needs gallery_per_id (images drawn per identity)")
-        if gallery_per_id is not None and int(gallery_per_id) < 1:
-            raise UserError(f"protocol option gallery_per_id={gallery_per_id} must be at least 1")
-        self.num_trials = int(trials)
-        self.gallery_per_id = int(gallery_per_id) if gallery_per_id else None
-        self.seed = int(seed)
-        self.exclusion = SAME_CAMERA
-        self.cmc = check_level("image")
-
-    def trials(self, catalog: Catalog) -> list[Trial]:
-        catalog.require_modalities([self.query_modality, self.gallery_modality], "the synthetic protocol")
-        query = np.array([i for i, s in enumerate(catalog.query) if s.modality == self.query_modality], dtype=np.int64)
-        gallery = np.array([i for i, s in enumerate(catalog.gallery) if s.modality == self.gallery_modality],
-                           dtype=np.int64)
-        for pool, idx, mod in (("query", query, self.query_modality), ("gallery", gallery, self.gallery_modality)):
-            if len(idx) == 0:
-                raise UserError(f"dataset {catalog.name!r} has no {mod} images in its {pool} pool; "
-                                "check the test split or choose other modalities")
-        if self.gallery_per_id is None:
-            return [Trial(query, gallery, self.exclusion, self.cmc)]
-        pids = np.array([catalog.gallery[i].pid for i in gallery])
-        out = []
-        for t in range(self.num_trials):
-            rng = np.random.default_rng([self.seed, t])
-            picked = [rng.choice(gallery[pids == p], size=min(self.gallery_per_id, int((pids == p).sum())),
-                                 replace=False) for p in np.unique(pids)]
-            out.append(Trial(query, np.sort(np.concatenate(picked)), self.exclusion, self.cmc))
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "direction": f"{self.query_modality}->{self.gallery_modality}",
-            "trials": self.num_trials,
-            "shots": self.gallery_per_id if self.gallery_per_id else "all",
-            "seed": self.seed,
-            "distance": self.distance,
-            "precision": self.precision,
-            "re_ranking": False,
-            "cmc": self.cmc,
-            "exclusion": self.exclusion.describe(),
-        }
-
-
 def sample_columns(samples: list) -> dict[str, Any]:
     """Key columns (pid, cam, frame, sequence, modality) for exclusion rules."""
     cols = sample_arrays(samples)
@@ -233,3 +255,18 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
     return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
                           dataset=catalog.name, options=getattr(protocol, "options", {}),
                           rerank=rerank.describe() if rerank else None)
+
+
+def first_trial(catalog: Catalog, result: ProtocolResult, spread: int | None = None):
+    """The first trial of the protocol ``result`` was scored with: (protocol, trial, query rows
+    (all, or ``spread`` evenly spaced ones), their columns, the gallery's columns, removal mask)."""
+    protocol = get_protocol(result.protocol["name"], **result.options)
+    trial = protocol.trials(catalog)[0]
+    rows = trial.query
+    if spread is not None:
+        rows = rows[np.linspace(0, len(rows) - 1, min(spread, len(rows))).astype(int)]
+    q_cols = sample_columns([catalog.query[i] for i in rows])
+    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
+    qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
+    removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(rows)))
+    return protocol, trial, rows, q_cols, g_cols, removed

@@ -14,9 +14,8 @@ from typing import Sequence
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.evaluation.metrics import NO_EXCLUSION
-from crossreid.evaluation.protocols import Trial, register_protocol
+from crossreid.evaluation.protocols import Protocol, Trial, legacy_direction, register_protocol
 from crossreid.evaluation.results import ProtocolResult
-from crossreid.evaluation.sampling import DatasetProtocol, legacy_direction, require_nonempty, select
 from crossreid.modality import Modality
 
 DIRECTIONS = ((Modality.RGB, Modality.IR), (Modality.IR, Modality.RGB))
@@ -24,7 +23,7 @@ NAMES = {Modality.RGB: "visible", Modality.IR: "thermal"}
 
 
 @register_protocol("regdb")
-class RegDBProtocol(DatasetProtocol):
+class RegDBProtocol(Protocol):
     """``query``/``gallery`` rgb->ir (visible->thermal, default) or ir->rgb (also spelt
     ``direction="thermal->visible"``); one trial."""
 
@@ -32,6 +31,7 @@ class RegDBProtocol(DatasetProtocol):
     directions = DIRECTIONS
     exclusion = NO_EXCLUSION
     sampling = "none: the whole test set of the catalog's trial (loader option trial=1..10)"
+    fix = "load it with the regdb dataset (query and gallery pools hold both modalities)"
 
     def __init__(self, query: str | None = None, gallery: str | None = None, direction: str | None = None,
                  distance: str = "euclidean", precision: str = "float64"):
@@ -39,11 +39,7 @@ class RegDBProtocol(DatasetProtocol):
         self.direction = f"{NAMES[self.query_modality]}->{NAMES[self.gallery_modality]}"
 
     def trials(self, catalog: Catalog) -> list[Trial]:
-        fix = "load it with the regdb dataset (query and gallery pools hold both modalities)"
-        query = require_nonempty(select(catalog.query, self.query_modality), catalog,
-                                 f"{NAMES[self.query_modality]} query images", fix)
-        gallery = require_nonempty(select(catalog.gallery, self.gallery_modality), catalog,
-                                   f"{NAMES[self.gallery_modality]} gallery images", fix)
+        query, gallery = self.pools(catalog)
         return [Trial(query, gallery, self.exclusion, self.cmc)]
 
 

@@ -20,20 +20,13 @@ from typing import Any
 import numpy as np
 
 from crossreid.data.samples import Catalog
+from crossreid.evaluation.gallery_draws import draw_per_id
 from crossreid.evaluation.metrics import SAME_CAMERA, SAME_FRAME, SAME_ID_AND_SEQUENCE, ExclusionRule, Metrics
-from crossreid.evaluation.protocols import Trial, register_protocol, sample_columns
-from crossreid.evaluation.sampling import (DatasetProtocol, int_option, option_in,
-                                           require_nonempty, select)
+from crossreid.evaluation.protocols import Protocol, Trial, int_option, option_in, register_protocol, sample_columns
 from crossreid.modality import Modality
 
 RULES = {"frame": SAME_FRAME, "sequence": SAME_ID_AND_SEQUENCE, "camera": SAME_CAMERA}
 DIRECTIONS = ((Modality.RGB, Modality.DEPTH), (Modality.DEPTH, Modality.RGB))
-
-
-def draw_per_id(rng: np.random.Generator, pids: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """At most ``k`` of ``idx`` per identity, without replacement, identities in sorted order."""
-    return np.sort(np.concatenate([rng.choice(idx[pids == p], size=min(k, int((pids == p).sum())), replace=False)
-                                   for p in np.unique(pids)]))
 
 
 def allowed_for_all(rule: ExclusionRule, catalog: Catalog, query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -49,16 +42,16 @@ def allowed_for_all(rule: ExclusionRule, catalog: Catalog, query: np.ndarray, ga
 
 
 @register_protocol("rgbd")
-class RGBDProtocol(DatasetProtocol):
+class RGBDProtocol(Protocol):
     """``query``/``gallery`` modality (rgb, depth); ``exclude`` frame (default), sequence or camera."""
 
     name = "rgbd"
     directions = DIRECTIONS
+    fix = "load it with an RGB-D dataset (biwi, robotpku) whose pools hold both modalities"
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", exclude: str = "frame", repeats: int = 10,
                  max_per_id: int = 20, seed: int = 0, distance: str = "euclidean", precision: str = "float64"):
         self.set_common(query, gallery, distance, precision, "image")
-        self.direction = f"{self.query_modality}->{self.gallery_modality}"
         self.exclude = option_in(exclude, tuple(RULES), self.name, "exclude")
         self.exclusion = RULES[self.exclude]
         self.num_trials = int_option(repeats, self.name, "repeats", 1)
@@ -69,11 +62,7 @@ class RGBDProtocol(DatasetProtocol):
                          "query and gallery images per id, one single-shot gallery image per id")
 
     def trials(self, catalog: Catalog) -> list[Trial]:
-        fix = "load it with an RGB-D dataset (biwi, robotpku) whose pools hold both modalities"
-        query = require_nonempty(select(catalog.query, self.query_modality), catalog,
-                                 f"{self.query_modality} query images", fix)
-        gallery = require_nonempty(select(catalog.gallery, self.gallery_modality), catalog,
-                                   f"{self.gallery_modality} gallery images", fix)
+        query, gallery = self.pools(catalog)
         qpids = np.array([catalog.query[i].pid for i in query])
         gpids = np.array([catalog.gallery[i].pid for i in gallery])
         out = []

@@ -18,10 +18,9 @@ import numpy as np
 from crossreid.data.datasets.sysu_mm01 import read_rand_perm_cam
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
+from crossreid.evaluation.gallery_draws import folders, python_random_gallery
 from crossreid.evaluation.metrics import SYSU_LOCATION
-from crossreid.evaluation.protocols import Trial, register_protocol
-from crossreid.evaluation.sampling import (DatasetProtocol, folders, int_option, option_in, python_random_gallery,
-                                           require_nonempty, select)
+from crossreid.evaluation.protocols import Protocol, Trial, int_option, option_in, register_protocol
 from crossreid.modality import Modality
 
 MODES = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
@@ -30,13 +29,14 @@ TRIALS = 10
 PERM_SOURCE = "https://github.com/wuancong/SYSU-MM01 (evaluation/data_split/rand_perm_cam.mat)"
 
 
-class _SysuProtocol(DatasetProtocol):
+class _SysuProtocol(Protocol):
     """Shared query set, camera lists and rules; subclasses draw the gallery of trial ``t``."""
 
-    direction = "ir->rgb"
     directions = ((Modality.IR, Modality.RGB),)
     num_trials = TRIALS
     exclusion = SYSU_LOCATION
+    query_cams = QUERY_CAMS
+    fix = "load it with the sysu_mm01 dataset (query = IR cams 3, 6; gallery = RGB cams 1, 2, 4, 5)"
 
     def __init__(self, mode: str, query: str | None, gallery: str | None, distance: str, precision: str):
         self.mode = option_in(mode, tuple(MODES), self.name, "mode")
@@ -48,11 +48,7 @@ class _SysuProtocol(DatasetProtocol):
         """Gallery indices (into ``catalog.gallery``) of trial ``trial``, drawn from ``gallery``."""
 
     def trials(self, catalog: Catalog) -> list[Trial]:
-        fix = "load it with the sysu_mm01 dataset (query = IR cams 3, 6; gallery = RGB cams 1, 2, 4, 5)"
-        query = require_nonempty(select(catalog.query, Modality.IR, QUERY_CAMS), catalog,
-                                 "IR query images in cams 3, 6", fix)
-        gallery = require_nonempty(select(catalog.gallery, Modality.RGB, self.gallery_cams), catalog,
-                                   f"RGB gallery images in cams {self.gallery_cams}", fix)
+        query, gallery = self.pools(catalog)
         return [Trial(query, self.draw(catalog, gallery, t), self.exclusion, self.cmc) for t in range(TRIALS)]
 
     def extra(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from crossreid.version import __version__
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
 from crossreid.evaluation.distance import pairwise_distance
-from crossreid.evaluation.protocols import get_protocol, sample_columns
+from crossreid.evaluation.protocols import first_trial
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import parse_direction
 from crossreid.io import write_text
@@ -29,26 +29,11 @@ def _img(data: bytes, alt: str, height: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _first_trial(catalog: Catalog, result: ProtocolResult, spread: int | None = None):
-    """The first trial of the protocol ``result`` was scored with: (protocol, trial, query rows
-    (all, or ``spread`` evenly spaced ones), their columns, the gallery's columns, removal mask)."""
-    protocol = get_protocol(result.protocol["name"], **result.options)
-    trial = protocol.trials(catalog)[0]
-    rows = trial.query
-    if spread is not None:
-        rows = rows[np.linspace(0, len(rows) - 1, min(spread, len(rows))).astype(int)]
-    q_cols = sample_columns([catalog.query[i] for i in rows])
-    g_cols = sample_columns([catalog.gallery[i] for i in trial.gallery])
-    qcodes, gcodes = trial.exclusion.encode(q_cols, g_cols)
-    removed = trial.exclusion.mask(qcodes, gcodes, np.arange(len(rows)))
-    return protocol, trial, rows, q_cols, g_cols, removed
-
-
 def ranked_examples(catalog: Catalog, result: ProtocolResult, features: tuple[np.ndarray, np.ndarray],
                     queries: int = 4, top: int = 8) -> list[tuple[int, list[tuple[int, bool]]]]:
     """First trial of the protocol ``result`` was scored with: a few evenly spaced queries and
     their top-k gallery items after its exclusion rule (stable order), marked correct or not."""
-    protocol, trial, picks, q_cols, g_cols, removed = _first_trial(catalog, result, spread=queries)
+    protocol, trial, picks, q_cols, g_cols, removed = first_trial(catalog, result, spread=queries)
     dist = np.asarray(pairwise_distance(features[0][picks], features[1][trial.gallery], protocol.distance,
                                         precision=protocol.precision), dtype=np.float64)
     if removed is not None:

@@ -53,7 +53,8 @@ class Embedder:
         """What features files and indexes record about the model that made them."""
         return {"run": str(self.run_dir.resolve()), "method": self.cfg.method.name, "arch": self.cfg.model.arch,
                 "weights_sha256": self.weights_id, "dim": int(dim), "height": self.height, "width": self.width,
-                "modalities": [m.value for m in self.modalities], "metric": self.cfg.eval.metric}
+                "depth_encoding": self.depth_encoding, "modalities": [m.value for m in self.modalities],
+                "metric": self.cfg.eval.metric}
 
     # ------------------------------------------------------------------ preprocessing
     def _decoded(self, image, modality: Modality, where: str) -> np.ndarray:

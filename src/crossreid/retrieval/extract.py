@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from crossreid.data.pipeline import ImageStore, normalize
+from crossreid.progress import progress_bar
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def extract_features(method, store: ImageStore, indices: Sequence[int], batch_si
     by_mod: dict = {}
     for pos, i in enumerate(indices):
         by_mod.setdefault(store.samples[i].modality, []).append(pos)
-    bar = tqdm(total=len(indices), desc="extracting", disable=not progress, leave=False)
+    bar = progress_bar(total=len(indices), desc="extracting", enabled=progress, keep=False)
     for modality, positions in by_mod.items():
         for start in range(0, len(positions), batch_size):
             chunk = positions[start:start + batch_size]

@@ -14,8 +14,9 @@ from crossreid.retrieval.search import Queries
 
 
 def queries_from_images(index, images: Sequence[str], modality: str, run: str, camera: int | None = None,
-                        frame: str | None = None) -> Queries:
-    """Embed query images with ``run`` after checking that the index was built with the same model."""
+                        frame: str | None = None, pid: int | None = None) -> Queries:
+    """Embed query images with ``run`` after checking that the index was built with the same model;
+    ``camera``, ``frame`` and ``pid`` (person id) are those of every image, when known."""
     from crossreid.retrieval.embedder import load_run
 
     embedder = load_run(run)
@@ -26,7 +27,8 @@ def queries_from_images(index, images: Sequence[str], modality: str, run: str, c
             raise UserError(f"{img}: query image not found; check the path")
     feats = embedder.embed(list(images), m)
     n = len(images)
-    return Queries(feats, [str(Path(p).resolve()) for p in images], [m.value] * n, np.full(n, -1, dtype=np.int64),
+    return Queries(feats, [str(Path(p).resolve()) for p in images], [m.value] * n,
+                   np.full(n, -1 if pid is None else pid, dtype=np.int64),
                    np.full(n, -1 if camera is None else camera, dtype=np.int64),
                    np.full(n, frame or "", dtype=object).astype(str))
 

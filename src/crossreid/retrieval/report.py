@@ -52,10 +52,11 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _thumb(path: str, modality: str, height: int, width: int, border) -> str:
-    """A PNG data URI of the image as the network sees it (depth encoded), framed."""
+def _thumb(path: str, modality: str, size: tuple[int, int, str], border) -> str:
+    """A PNG data URI of the image as the network sees it (``size``: height, width, depth encoding), framed."""
+    height, width, _ = size
     try:
-        planes = load_resized(Sample(Path(path), -1, -1, Modality.parse(modality)), height, width)
+        planes = load_resized(Sample(Path(path), -1, -1, Modality.parse(modality)), *size)
     except UserError:
         planes = None
     if planes is None:
@@ -69,9 +70,11 @@ def _thumb(path: str, modality: str, height: int, width: int, border) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def write_html(path: str | Path, doc: dict, height: int = 128, width: int = 64) -> None:
+def write_html(path: str | Path, doc: dict, height: int, width: int, depth_encoding: str) -> None:
     """Each query (blue frame) then its ranked gallery images: green = same id, red = another,
-    grey = id unknown; captions give modality, camera and distance."""
+    grey = id unknown; captions give modality, camera and distance. Images are shown as the
+    model takes them: ``height`` × ``width``, depth in ``depth_encoding``."""
+    size = (height, width, depth_encoding)
     css = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}figure{display:inline-block;margin:.2em;"
            "text-align:center;font-size:11px;vertical-align:top;max-width:9em;word-break:break-all}"
            "img{image-rendering:pixelated}h2{font-size:1.05em;margin-top:1.5em}")
@@ -82,7 +85,7 @@ def write_html(path: str | Path, doc: dict, height: int = 128, width: int = 64) 
     for n, entry in enumerate(doc["queries"]):
         q = entry["query"]
         parts.append(f"<h2>query {n + 1}: {html.escape(q['path'])}</h2>")
-        parts.append(f"<figure><img src='{_thumb(q['path'], q['modality'], height, width, (60, 60, 220))}' "
+        parts.append(f"<figure><img src='{_thumb(q['path'], q['modality'], size, (60, 60, 220))}' "
                      f"height='{height}'><figcaption>query · {html.escape(q['modality'])}</figcaption></figure>")
         for r in entry["results"]:
             known = r["id"] is not None and q["id"] is not None
@@ -90,7 +93,7 @@ def write_html(path: str | Path, doc: dict, height: int = 128, width: int = 64) 
             caption = (f"#{r['rank']} {html.escape(r['modality'])} cam {r['camera'] if r['camera'] is not None else '?'}"
                        f"<br>id {r['id'] if r['id'] is not None else '?'} · d {r['distance']:.3f}")
             parts.append(f"<figure title='{html.escape(r['path'])}'><img src='"
-                         f"{_thumb(r['path'], r['modality'], height, width, border)}' height='{height}'>"
+                         f"{_thumb(r['path'], r['modality'], size, border)}' height='{height}'>"
                          f"<figcaption>{caption}</figcaption></figure>")
     parts.append("</body></html>\n")
     write_text(path, "\n".join(parts))

@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm import tqdm
-
 from crossreid.data.datasets.published import size_problems
 from crossreid.data.images import decode_image, modality_contradiction, open_image
 from crossreid.data.registry import DatasetEntry, get_entry, resolve_root
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
 from crossreid.modality import Modality
+from crossreid.progress import progress_bar
 
 POOLS = ("train", "val", "query", "gallery")
 
@@ -281,7 +280,7 @@ def _check_files(report: CheckReport, catalog: Catalog, decode_images: bool, pro
             report.listed[p] = s.source
     if not decode_images:
         return
-    for s in tqdm(present, desc=f"decoding {report.name}", unit="img", disable=not progress, mininterval=1.0):
+    for s in progress_bar(present, desc=f"decoding {report.name}", unit="img", enabled=progress):
         try:
             img = open_image(s.path)
             why = modality_contradiction(img, s.modality)

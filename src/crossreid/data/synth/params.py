@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pydantic
 
-from crossreid.errors import UserError
 
 # Bump when the rendered pixels change for the same parameters (invalidates caches).
 GENERATOR_VERSION = 2
@@ -81,17 +80,6 @@ class SynthParams(pydantic.BaseModel, extra="forbid"):
         """A short hash of the parameters and generator version (cache key)."""
         blob = json.dumps({"generator": GENERATOR_VERSION, **self.model_dump()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def parse_params(values: dict[str, Any] | None = None, **overrides: Any) -> SynthParams:
-    """Build ``SynthParams`` from user values; invalid values raise a one-line ``UserError``."""
-    data = {**(values or {}), **overrides}
-    try:
-        return SynthParams(**data)
-    except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        raise UserError(f"synthetic dataset parameter {where}: {err['msg']}; fix the value") from None
 
 
 def split_sizes(params: SynthParams) -> tuple[int, int, int]:

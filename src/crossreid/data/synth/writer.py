@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from crossreid.data.synth.params import GENERATOR_VERSION, SynthParams, camera_modalities, identity_splits
 from crossreid.data.synth.render import Renderer
 from crossreid.io import atomic_dir, write_json
 from crossreid.io import cache_dir as user_cache_dir
+from crossreid.progress import progress_bar
 
 FORMAT = "crossreid-synthetic"
 COLUMNS = ("path", "person", "camera", "modality", "split", "frame", "sequence")
@@ -38,7 +38,7 @@ def _write(folder: Path, params: SynthParams, progress: bool) -> None:
     rows: list[dict] = []
     total = sum(len(camera_modalities(params, c)) for c in cams) * params.identities * params.images_per_camera
     made_dirs: set[Path] = set()
-    with tqdm(total=total, desc="rendering synthetic persons", unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc="rendering synthetic persons", unit="img", enabled=progress) as bar:
         for pid in range(1, params.identities + 1):
             for cam in cams:
                 if not camera_modalities(params, cam):
