@@ -210,7 +210,7 @@ def test_bad_input_is_one_line_and_writes_nothing(released, tmp_path, case, caps
     elif case == "truncated":
         path = tmp_path / "cut.t"
         path.write_bytes(released.read_bytes()[: 5_000_000])
-        message = "not a readable checkpoint"
+        message = "not a plain tensor checkpoint"
     elif case == "not_released":
         method = "idkl"
         message = "idkl: no released weights to import"

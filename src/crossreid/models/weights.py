@@ -108,8 +108,11 @@ def load_pickle(path: str | os.PathLike) -> object:
             raise UserError(f"{path}: refused: its pickle needs {needed.group(1)}, which is neither a tensor nor "
                             "a plain numpy value (crossreid never runs pickled code); re-save only the state "
                             "dict (torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                        "a truncated or corrupt file? download it again") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        detail = detail.group(1).strip() if detail else f"{type(exc).__name__}: {str(exc).strip()[:100]}"
+        raise UserError(f"{path}: not a plain tensor checkpoint ({detail}; pickled objects are refused for "
+                        "safety): a truncated or corrupt download? fetch it again; else save model.state_dict() "
+                        "or convert it to .safetensors") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
