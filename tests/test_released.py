@@ -126,7 +126,7 @@ def test_released_file_imports_with_nothing_missing_or_unexpected(released, tmp_
     assert report.num_classes == SYSU_IDS and report.recorded["epoch"] == 80
     assert report.recorded == {"epoch": 80, "R1": 47.5, "R5": 51.7, "R10": 56.96, "R20": 67.47, "mAP": 47.65,
                                "mINP": 35.3}
-    assert report.options == {"pretrained": "none", "non_local": True, "pooling": "gem", "nonlocal_inter": "released"}
+    assert report.options == {"non_local": True, "pooling": "gem", "nonlocal_inter": "released"}
     cfg, method = load_run(tmp_path / "run")
     state = method.state_dict()
     theirs = authors_state_dict()  # same seed: the values the file holds

@@ -20,15 +20,15 @@ from typing import Callable
 
 import torch
 
-from crossreid.config import apply_overrides, build_config, dump_config, read_yaml, resolve_config
+from crossreid.config import RunConfig, apply_overrides, build_config, dump_config, read_yaml, resolve_config
 from crossreid.data.datasets.published import PUBLISHED_IDS
 from crossreid.engine.checkpoint import save_checkpoint
-from crossreid.engine.init import without_init
 from crossreid.engine.state import config_hash, resume_view
 from crossreid.errors import UserError
 from crossreid.io import atomic_dir, write_json
 from crossreid.methods import build_method
 from crossreid.modality import Modality
+from crossreid.models.hub import SCRATCH
 from crossreid.models.weights import load_pickle, sha256_of, strip_prefixes, unwrap_state_dict
 
 NOT_RELEASED = {  # seed methods whose authors published no weights (docs/methods.md)
@@ -212,23 +212,16 @@ def import_released(method: str, file: str | Path, out: str | Path, dataset: str
     ours, skipped = rename(unwrap_state_dict(state, path), km, path)
     num_classes = int(ours["head.classifier.weight"].shape[0]) if "head.classifier.weight" in ours else 0
     _check_identities(num_classes, dataset, km, path)
-    inferred = {"model.pretrained": "none", **km.options(ours)}
-    config = resolve_config(km.configs[dataset])
-    raw = apply_overrides(read_yaml(config), list(overrides or []))
-    for key, value in {"data.dataset": dataset, **({"data.root": root} if root else {}),
-                       **{f"data.options.{k}": v for k, v in (data_options or {}).items()}, **inferred}.items():
-        *sections, last = key.split(".")
-        node = raw
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[last] = value
-    cfg = build_config(raw, source=str(config), overrides=list(overrides or []))
+    inferred = km.options(ours)
+    cfg = _run_config(km, dataset, overrides or [], {
+        "data.dataset": dataset, **({"data.root": root} if root else {}),
+        **{f"data.options.{k}": v for k, v in (data_options or {}).items()},
+        "model.pretrained": SCRATCH, **inferred})  # the weights replace any initialisation
     modalities = [Modality.parse(m) for m in cfg.data.modalities]
-    net = build_method(without_init(cfg), num_classes, modalities)
+    net = build_method(cfg, num_classes, modalities)
     _load_exactly(net, ours, path, km)
-    recorded = recorded_metrics(saved)
-    report = ImportReport(method, str(path.resolve()), sha256_of(path), dataset, num_classes, len(ours),
-                          skipped, {k.rpartition(".")[2]: v for k, v in inferred.items()}, recorded)
+    report = ImportReport(method, str(path.resolve()), sha256_of(path), dataset, num_classes, len(ours), skipped,
+                          {k.rpartition(".")[2]: v for k, v in inferred.items()}, recorded_metrics(saved))
     state = {"method": method, "num_classes": num_classes, "modalities": [m.value for m in modalities],
              "final": True, "imported": True, "config_hash": config_hash(cfg), "config": resume_view(cfg)}
     with atomic_dir(out, overwrite) as tmp:
@@ -236,6 +229,20 @@ def import_released(method: str, file: str | Path, out: str | Path, dataset: str
         save_checkpoint(tmp / "model.safetensors", net, state)
         write_json(tmp / "import.json", {**report.__dict__, "source_layout": km.source})
     return report
+
+
+def _run_config(km: KeyMap, dataset: str, overrides: list[str], values: dict) -> RunConfig:
+    """The method's shipped config for ``dataset``, with the user's overrides, then ``values``
+    (dotted keys: what the import knows) on top."""
+    config = resolve_config(km.configs[dataset])
+    raw = apply_overrides(read_yaml(config), overrides)
+    for key, value in values.items():
+        *sections, last = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[last] = value
+    return build_config(raw, source=str(config), overrides=overrides)
 
 
 def _load_exactly(net: torch.nn.Module, ours: dict[str, torch.Tensor], path: Path, km: KeyMap) -> None:
