@@ -25,6 +25,7 @@ from crossreid.engine.init import INIT_FILE, check_init
 from crossreid.errors import UserError
 from crossreid.io import file_sha256
 from crossreid.models import build_model, build_resnet, load_weights
+from crossreid.models.weights import recording_loads
 from crossreid.models import hub
 
 from conftest import write_tiny_dataset
@@ -214,11 +215,17 @@ def test_paper_configs_start_from_imagenet_and_unset_is_refused_on_real_data():
 # ---- strict loading ----------------------------------------------------------------------------------
 
 def test_a_resnet18_file_is_refused_by_a_resnet50(published):
+    from crossreid.methods import build_method
+    from crossreid.modality import Modality
+
+    given = ["model.arch=resnet50", f"model.pretrained={published}"]
     with pytest.raises(UserError, match=r"shape mismatch at layer1.0.conv1.weight \(file \[64, 64, 3, 3\], model "
                                         r"\[64, 64, 1, 1\]\); the file holds a resnet18 and the model is a resnet50"):
-        build_model("resnet50", pretrained=published)
-    net = build_model("resnet50", pretrained=published, pretrained_strict=False)  # loads what fits
-    report = net.weights_report
+        build_method(load_config(None, given), 4, [Modality.RGB])  # strict unless said otherwise
+    with recording_loads() as loads:  # model.pretrained_strict=false loads what fits
+        method = build_method(load_config(None, [*given, "model.pretrained_strict=false"]), 4, [Modality.RGB])
+    net, report = method.net, loads[0]
+    assert report is net.weights_report
     assert 0 < len(report.loaded) < len(net.backbone.state_dict()) / 2 and report.mismatched and report.missing
 
 
