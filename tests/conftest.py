@@ -47,6 +47,25 @@ def write_tiny_dataset(root: Path, ids: int = 6, frames: int = 3, size=(32, 16),
     return root
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch, tmp_path_factory):
+    """Tests never touch the network: torch hub's cache is a test folder, and a weights download
+    from anywhere but loopback or a file:// URL fails the test that caused it."""
+    import torch.hub
+    from urllib.parse import urlparse
+
+    download = torch.hub.download_url_to_file
+
+    def loopback_only(url, *args, **kwargs):
+        parts = urlparse(url)
+        if parts.scheme != "file" and parts.hostname not in ("127.0.0.1", "localhost"):
+            raise AssertionError(f"a test tried to download {url}")
+        return download(url, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", loopback_only)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+
+
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
     return write_tiny_dataset(tmp_path / "tiny")

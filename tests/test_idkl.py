@@ -300,7 +300,7 @@ def test_shipped_configs(name):
         assert cfg.train.ids_per_batch == (6 if regdb else 12)
         assert o["tgsa"] is not regdb and o["csa_inter_weight"] == (0.3 if regdb else 0.8)
         assert o["normalize"] is (name == "idkl_sysu")
-    small = load_config(resolve_config(name), ["model.arch=resnet18"])
+    small = load_config(resolve_config(name), ["model.arch=resnet18", "model.pretrained=none"])
     build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
 
 

@@ -276,7 +276,10 @@ def test_load_weights_report_and_values(tmp_path, r18):
     torch.save({"state_dict": checkpoint_like_torchvision(r18)}, path)
     target = build_resnet("resnet18")
     before = target.layer1[0].conv1.weight.detach().clone()
-    report = load_weights(target, path)
+    with pytest.raises(UserError, match=r"r18.pth: shape mismatch at conv1.weight .*pretrained_strict=false"):
+        load_weights(target, path)  # strict by default: nothing is loaded
+    assert torch.equal(target.layer4[1].bn2.running_var, build_resnet("resnet18").layer4[1].bn2.running_var)
+    report = load_weights(target, path, strict=False)
     assert report.skipped == ["fc.weight", "fc.bias"]
     assert report.unexpected == ["module.layer1.0.conv_renamed.weight"]
     assert report.missing == ["layer1.0.conv1.weight"]

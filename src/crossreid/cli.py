@@ -472,6 +472,28 @@ def export_cmd(run: str, fmt: str, out: str, modalities: tuple[str, ...], images
     export_onnx(run, out, modalities, images, opset, check_images, log=click.echo)
 
 
+@cli.command("import-weights")
+@click.argument("method")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write (must not exist).")
+@click.option("--dataset", required=True, help="What the checkpoint was trained on (AGW: sysu_mm01 or regdb).")
+@click.option("--root", help="Dataset folder recorded in the run (default at evaluation: $CROSSREID_DATA/<folder>).")
+@click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset loader option recorded in the run, e.g. trial=3 for the model of RegDB split 3.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. eval.batch_size=32.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+def import_weights_cmd(method: str, file: str, out: str, dataset: str, root: str | None,
+                       data_options: tuple[str, ...], overrides: tuple[str, ...], overwrite: bool) -> None:
+    """Turn an authors' released checkpoint of METHOD (e.g. AGW's SYSU-MM01 model) into a run folder
+    that evaluate, extract, export and search accept; the file is read without running pickled code."""
+    from crossreid.released import import_released
+
+    report = import_released(method, file, out, dataset, root, _parse_options(data_options, "--data-option"),
+                             list(overrides), overwrite)
+    for line in report.lines(Path(out)):
+        click.echo(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="crossreid")
 

@@ -57,7 +57,10 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
-    pretrained: Optional[str] = None  # a local .pth/.safetensors file; nothing is downloaded
+    # imagenet (= imagenet-v1) / imagenet-v2: torchvision's published file, fetched into torch hub's cache;
+    # none: from scratch, said explicitly; or a local .pth/.safetensors file (docs/models.md)
+    pretrained: Optional[str] = None
+    pretrained_strict: bool = True  # false: load what fits, report the rest (shape mismatches, missing keys)
     last_stride: Literal[1, 2] = 1
     base_width: int = Field(64, ge=8, le=256)  # trunk base width; 64 = standard (ImageNet weights), 32 ≈ 1/4 the work
     pooling: Literal["avg", "gem"] = "avg"

@@ -9,6 +9,7 @@ import yaml
 
 from crossreid.config import RunConfig, load_config
 from crossreid.engine.checkpoint import load_checkpoint
+from crossreid.engine.init import without_init
 from crossreid.errors import UserError
 from crossreid.methods import Method, build_method
 from crossreid.modality import Modality
@@ -17,7 +18,11 @@ REGDB_TRIALS = tuple(range(1, 11))
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, Method]:
-    """The run's config and its method with the selected weights (``model.safetensors``), in eval mode."""
+    """The run's config and its method with the selected weights (``model.safetensors``), in eval mode.
+
+    The method is built without its initialisation (``model.pretrained`` is never read): the
+    run folder alone is enough, from any working directory.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); pass the --out folder of `crossreid train`")
@@ -25,7 +30,7 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Method]:
     weights, state, _, _ = load_checkpoint(run_dir / "model.safetensors")
     if "num_classes" not in state:
         raise UserError(f"{run_dir / 'model.safetensors'}: lacks the training metadata; retrain with this version")
-    method = build_method(cfg, state["num_classes"], [Modality.parse(m) for m in state["modalities"]])
+    method = build_method(without_init(cfg), state["num_classes"], [Modality.parse(m) for m in state["modalities"]])
     result = method.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"{run_dir / 'model.safetensors'}: weights do not fit the run's config "

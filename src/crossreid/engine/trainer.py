@@ -33,6 +33,7 @@ from crossreid.data.samples import Catalog
 from crossreid.engine import distributed as D
 from crossreid.engine.cache import TensorCache
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
+from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.schedule import lr_factor
@@ -41,6 +42,7 @@ from crossreid.engine.validator import Validator
 from crossreid.errors import UserError
 from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
+from crossreid.models.weights import recording_loads
 from crossreid.modality import Modality
 from crossreid.progress import progress_bar, write
 
@@ -90,15 +92,19 @@ class Trainer:
         self.run_dir, self.ckpt_dir = self.folder.path, self.folder.ckpt_dir
         self.progress = progress and cfg.train.progress and self.dist.main
         self.folder.check(resume, overwrite)
+        if not resume:
+            check_init(cfg)
         self.device = self._device()
         self.random = RandomStream(cfg.train.seed)
         with self.random:
-            self._build(catalog)
+            self._build(catalog, resume)
         self.position, self._resume = Position(), None
         if resume:
             self.position, self._resume = self.checkpoints.restore(self.method.stages())
             self.folder.trim_log([s.name for s in self.method.stages()], self.position.stage, self.position.epoch)
         self.log = self.folder.start(cfg, overwrite, resume)
+        if not resume and self.dist.main:  # a resumed run keeps the init.json of its start
+            write(save_init(self.run_dir, cfg, self.init_loads))
 
     def _device(self) -> torch.device:
         t = self.cfg.train
@@ -109,14 +115,17 @@ class Trainer:
             raise UserError("train.sync_bn needs CUDA (torch has no CPU SyncBatchNorm); set train.sync_bn=false")
         return device
 
-    def _build(self, catalog: Catalog) -> None:
-        """Method, image stores (decoded now: a bad image fails here), samplers, collaborators."""
+    def _build(self, catalog: Catalog, resume: bool) -> None:
+        """Method (initialised from ``model.pretrained``, unless resumed: the checkpoint holds its
+        weights), image stores (decoded now: a bad image fails here), samplers, collaborators."""
         cfg, t = self.cfg, self.cfg.train
         wanted = [Modality.parse(m) for m in cfg.data.modalities]
         self.modalities = [m for m in wanted if m in catalog.modalities]
         catalog.require_modalities(wanted, f"config data.modalities={cfg.data.modalities}")
         self.label_map = catalog.label_map
-        self.method: Method = build_method(cfg, catalog.num_classes, self.modalities).to(self.device)
+        with recording_loads() as self.init_loads:
+            self.method: Method = build_method(without_init(cfg) if resume else cfg, catalog.num_classes,
+                                               self.modalities).to(self.device)
         if t.sync_bn and self.dist.active:
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         if t.channels_last:

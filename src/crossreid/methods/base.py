@@ -181,7 +181,7 @@ def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
     m = cfg.model
     kwargs = dict(arch=m.arch, num_classes=num_classes, last_stride=m.last_stride, pooling=m.pooling,
                   head=m.head, embedding_dim=m.embedding_dim, dropout=m.dropout, pretrained=m.pretrained,
-                  base_width=m.base_width)
+                  pretrained_strict=m.pretrained_strict, base_width=m.base_width)
     return build_model(**{**kwargs, **overrides})
 
 

@@ -6,7 +6,6 @@ Modality routing is not done here: a method composes one or more nets per modali
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Mapping, Sequence
 
@@ -16,10 +15,9 @@ from torch import nn
 from crossreid.errors import UserError
 from crossreid.models.heads import BNNeckHead, EmbeddingHead, HeadOutput
 from crossreid.models.layers import build_pooling
+from crossreid.models.hub import SCRATCH, resolve_pretrained
 from crossreid.models.resnet import ResNet, build_resnet
 from crossreid.models.weights import LoadReport, load_weights
-
-log = logging.getLogger(__name__)
 
 HEADS = ("bnneck", "embedding")
 
@@ -65,6 +63,7 @@ def build_model(
     embedding_dim: int | None = None,
     dropout: float = 0.5,
     pretrained: str | os.PathLike | None = None,
+    pretrained_strict: bool = True,
     gem_p: float = 3.0,
     gem_learnable: bool = False,
     zero_init_residual: bool = False,
@@ -76,13 +75,16 @@ def build_model(
 
     ``head="bnneck"`` (AGW/BoT; ``embedding_dim`` adds a projection) or ``"embedding"``
     (Hafner's FC-BN-ReLU-Dropout head; ``embedding_dim`` defaults to 128).
-    ``num_classes=0`` builds no classifier (inference only). ``pretrained`` is a local
-    weights file loaded into the backbone; its key report is kept in ``weights_report``.
-    ``base_width`` is the trunk's base width (64: standard; others train from scratch only).
+    ``num_classes=0`` builds no classifier (inference only). ``pretrained`` initialises the
+    backbone: ``imagenet`` / ``imagenet-v1`` / ``imagenet-v2`` (torchvision's published file,
+    fetched into torch hub's cache, ``models/hub.py``), ``none`` / None (from scratch) or a
+    local weights file; it loads strictly unless ``pretrained_strict=False``, and its key
+    report is kept in ``weights_report``. ``base_width`` is the trunk's base width (64:
+    standard; others train from scratch only).
     """
-    if pretrained is not None and base_width != 64:
-        raise UserError(f"{pretrained}: ImageNet ResNet weights fit model.base_width=64 only, not {base_width}; "
-                        "set model.base_width=64 or drop model.pretrained")
+    if pretrained is not None and str(pretrained) != SCRATCH and base_width != 64:
+        raise UserError(f"model.pretrained={pretrained}: ImageNet ResNet weights fit model.base_width=64 only, "
+                        f"not {base_width}; set model.base_width=64 or model.pretrained=none")
     backbone = build_resnet(arch, last_stride=last_stride, zero_init_residual=zero_init_residual,
                             nonlocal_after=nonlocal_after, nonlocal_inter=nonlocal_inter, base_width=base_width)
     pool = build_pooling(pooling, p=gem_p, learnable=gem_learnable)
@@ -94,8 +96,9 @@ def build_model(
     else:
         raise UserError(f"unknown head {head!r}; use one of: {', '.join(HEADS)}")
     model = ReIDNet(backbone, pool, head_module)
-    if pretrained is not None:
-        model.weights_report = load_weights(backbone, pretrained)
+    source = resolve_pretrained(None if pretrained is None else str(pretrained), arch)
+    if source is not None:
+        model.weights_report = load_weights(backbone, source, strict=pretrained_strict)
     return model
 
 
