@@ -42,7 +42,7 @@ def test_a_terminal_gets_a_tqdm_bar_and_a_file_plain_lines(monkeypatch):
 
 def test_training_output_to_a_file_is_a_few_plain_lines(tmp_path):
     """A run with progress on, its output sent to a file: generation, decoding and three epochs of
-    steps give one line for the generated data and one per epoch, and no carriage return."""
+    steps give one line for the generated data, one for the initialisation and one per epoch, and no carriage return."""
     log = tmp_path / "train.log"
     args = ["train", "demo", "--out", str(tmp_path / "run"), "data.synth.identities=12", "data.synth.val_identities=2",
             "data.synth.images_per_camera=2", "train.epochs=3", "train.iterations_per_epoch=4",
@@ -55,5 +55,5 @@ def test_training_output_to_a_file_is_a_few_plain_lines(tmp_path):
     assert "\r" not in text
     lines = text.splitlines()
     assert [ln.split(":")[0] for ln in lines if not ln.startswith("[main")] == ["rendering synthetic persons",
-                                                                               "finished"], text
-    assert len(lines) == 2 + 3, text
+                                                                               "init", "finished"], text
+    assert len(lines) == 3 + 3, text
