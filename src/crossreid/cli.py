@@ -104,8 +104,8 @@ def _load_run_config(config: str, overrides: tuple[str, ...]):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Train a method. CONFIG is a YAML file or a shipped config name (e.g. demo)."""
+    from crossreid import distributed as D
     from crossreid.data.open import open_catalog
-    from crossreid.engine import distributed as D
     from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
-from crossreid.engine import distributed as D
 from crossreid.engine.cache import TensorCache
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.process import RandomStream

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from crossreid import distributed as D
 from crossreid.data.pipeline import normalize
-from crossreid.engine import distributed as D
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
 from crossreid.methods.base import Batch, Stage, StageContext, register_method
