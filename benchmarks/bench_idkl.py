@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from crossreid.config import load_config
-from crossreid.engine.trainer import make_optimizer
+from crossreid.engine.trainer import learning_rates, make_optimizer
 from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
@@ -58,7 +58,8 @@ def bench_size(size, pairs: int) -> dict:
         cfg = load_config(None, [f"model.arch={arch}", f"train.ids_per_batch={p}", f"train.images_per_id={k}",
                                  *overrides])
         method = build_method(cfg, CLASSES, [Modality.RGB, Modality.IR]).train()
-        optimizer = make_optimizer(method.param_groups(method.stages()[0]), cfg)
+        optimizer = make_optimizer(learning_rates(method.param_groups(method.stages()[0]), method.stages()[0], cfg.optim),
+                                   cfg)
         step_seconds(method, optimizer, batches[0])  # warm-up
         runs[name] = (method, optimizer, [])
     for r in range(pairs):

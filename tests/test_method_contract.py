@@ -10,7 +10,8 @@ from torch import nn
 from crossreid.config import load_config
 from crossreid.engine.cache import TensorCache
 from crossreid.errors import UserError
-from crossreid.methods import build_method
+from crossreid.engine.trainer import learning_rates
+from crossreid.methods import MethodSetup, build_method
 from crossreid.methods.base import parameters_from
 from crossreid.modality import Modality
 from crossreid.models.resnet import resnet18
@@ -45,14 +46,15 @@ def test_backbone_parameters_are_declared_and_default_to_self_backbone():
     method = build_method(cfg, 4, [Modality.RGB, Modality.IR])
     trunk_ids = {id(p) for m in method.backbone_modules() for p in m.parameters()}
     assert trunk_ids == {id(p) for p in method.backbone.parameters()}
-    groups = {g["name"]: g for g in method.param_groups(method.stages()[0])}
+    groups = {g["name"]: g for g in learning_rates(method.param_groups(method.stages()[0]), method.stages()[0],
+                                                   cfg.optim)}
     assert {id(p) for p in groups["backbone"]["params"]} == trunk_ids
     assert groups["backbone"]["lr"] == cfg.optim.lr * cfg.optim.backbone_lr_scale
 
     class Declared(type(method)):
         def backbone_modules(self):
             return [self.backbone["stems"]]  # only the stems count as trunk here
-    declared = Declared(cfg, 4, [Modality.RGB, Modality.IR])
+    declared = Declared(MethodSetup.of(cfg, 4, [Modality.RGB, Modality.IR]))
     groups = {g["name"]: g for g in declared.param_groups(declared.stages()[0])}
     assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in declared.backbone["stems"].parameters()}
 

@@ -10,6 +10,7 @@ import torch
 
 from crossreid.config import load_config, resolve_config
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, normalize
+from crossreid.engine.trainer import learning_rates
 from crossreid.errors import UserError
 from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods import Batch, build_method
@@ -164,7 +165,8 @@ def test_agw_loss_is_ce_plus_wrt_and_lr_groups():
     torch.testing.assert_close(losses["loss"], losses["id"] + 2.0 * losses["wrt"])
     features = method.forward_batch(batch).features
     torch.testing.assert_close(losses["wrt"], WeightedRegularizedTriplet()(features, batch.labels))
-    groups = {g["name"]: g for g in method.param_groups(method.stages()[0])}
+    optim = load_config(None, ["optim.backbone_lr_scale=0.1", "optim.lr=0.1"]).optim   # the engine sets the lrs
+    groups = {g["name"]: g for g in learning_rates(method.param_groups(method.stages()[0]), method.stages()[0], optim)}
     names = {id(p): n for n, p in method.named_parameters()}
     backbone = {names[id(p)] for p in groups["backbone"]["params"]}
     assert groups["backbone"]["lr"] == pytest.approx(0.01) and groups["head"]["lr"] == pytest.approx(0.1)

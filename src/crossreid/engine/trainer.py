@@ -44,7 +44,8 @@ from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
 from crossreid.modality import Modality
 
-__all__ = ["EpochPoint", "Position", "Trainer", "load_optimizer_state", "lr_factor", "make_optimizer"]
+__all__ = ["EpochPoint", "Position", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
+           "make_optimizer"]
 
 
 def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -60,6 +61,13 @@ def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                weight_decay=o.weight_decay, fused=fused)
     return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+
+
+def learning_rates(groups: list[dict], stage: Stage, optim) -> list[dict]:
+    """The method's parameter groups (``Method.param_groups``) with their learning rates: the
+    stage's (default ``optim.lr``), times ``optim.backbone_lr_scale`` for the trunk (``backbone``)."""
+    lr = stage.lr or optim.lr
+    return [{**g, "lr": lr * optim.backbone_lr_scale if g["name"] == "backbone" else lr} for g in groups]
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -189,7 +197,7 @@ class Trainer:
         self.method.on_stage_start(stage, context)
         for name, p in self.method.named_parameters():
             p.requires_grad_(not (stage.frozen and name.startswith(tuple(stage.frozen))))
-        optimizer = make_optimizer(self.method.param_groups(stage), self.cfg)
+        optimizer = make_optimizer(learning_rates(self.method.param_groups(stage), stage, self.cfg.optim), self.cfg)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.train.amp == "fp16")
         r: Resumed | None

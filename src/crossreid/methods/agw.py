@@ -30,7 +30,7 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import WeightedRegularizedTriplet
-from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
+from crossreid.methods.base import Batch, MethodSetup, Stage, build_net, register_method, reid_losses
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 from crossreid.models import ResNet
@@ -62,15 +62,15 @@ class AGW(RoutedMethod):
     name = "agw"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        if cfg.model.head != "bnneck":
-            raise UserError(f"model.head={cfg.model.head!r}: agw needs the BNNeck head; set model.head=bnneck")
-        net = build_net(cfg, num_classes)
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        if setup.model.head != "bnneck":
+            raise UserError(f"model.head={setup.model.head!r}: agw needs the BNNeck head; set model.head=bnneck")
+        net = build_net(setup.model, setup.num_classes)
         trunk = net.backbone
         if self.options.non_local:
             trunk.add_nonlocal(nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
-        stems = nn.ModuleDict({m.value: trunk.make_stem() for m in modalities})
+        stems = nn.ModuleDict({m.value: trunk.make_stem() for m in self.modalities})
         trunk.keep_stages("layer1")  # the trunk's own stem lives on in the per-modality copies
         self.backbone = nn.ModuleDict({"stems": stems, "shared": trunk})
         self.pool, self.head = net.pool, net.head
@@ -89,7 +89,7 @@ class AGW(RoutedMethod):
         """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their
         weighted sum. Methods that extend AGW add their terms to these."""
         metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)
-        return reid_losses(out, labels, self.cfg.loss, metric_loss)
+        return reid_losses(out, labels, self.setup.loss, metric_loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         out = self.forward_images(images, modality)

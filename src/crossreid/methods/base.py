@@ -17,7 +17,7 @@ from crossreid.modality import Modality
 from crossreid.registry import Registry
 
 if TYPE_CHECKING:
-    from crossreid.config import RunConfig
+    from crossreid.config import LossConfig, ModelConfig, RunConfig
     from crossreid.data.pipeline import ImageStore
     from crossreid.engine.cache import TensorCache
 
@@ -72,6 +72,26 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method is built from: its own config sections and the few facts of the run it
+    checks, never the whole run config (optimiser, schedule, data and engine switches belong
+    to the engine). :func:`build_method` makes it from a config with :meth:`of`."""
+
+    model: "ModelConfig"          # ``model.*``: the network ``build_net`` makes
+    loss: "LossConfig"            # ``loss.*``: weights, smoothing and margin of the re-ID terms
+    options: dict                 # ``method.options``, typed by the method's ``Options``
+    num_classes: int              # training identities
+    modalities: list[Modality]    # what the run trains on
+    epochs: int                   # ``train.epochs``: a stage's length unless the method sets its own
+    ids_per_batch: int            # ``train.ids_per_batch`` (P), for methods that split a batch's identities
+
+    @classmethod
+    def of(cls, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> "MethodSetup":
+        return cls(cfg.model, cfg.loss, dict(cfg.method.options), num_classes, list(modalities),
+                   cfg.train.epochs, cfg.train.ids_per_batch)
+
+
 @dataclass
 class StageContext:
     """What the trainer hands a method when a stage starts."""
@@ -86,16 +106,17 @@ class StageContext:
 class Method(nn.Module, abc.ABC):
     """Base class: holds the networks, computes losses, says which net embeds which modality.
 
-    ``Options`` (a pydantic model) types the config's ``method.options``.
+    ``Options`` (a pydantic model) types the config's ``method.options``; ``name`` is the one
+    it is registered under (set by ``@register_method``).
     """
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> None:
+    def __init__(self, setup: MethodSetup) -> None:
         super().__init__()
-        self.cfg, self.num_classes, self.modalities = cfg, num_classes, modalities
-        self.options = parse_options(self.Options, cfg.method.options, self.name)
+        self.setup, self.num_classes, self.modalities = setup, setup.num_classes, list(setup.modalities)
+        self.options = parse_options(self.Options, setup.options, self.name)
         self.epoch = 0
 
     @property
@@ -113,7 +134,7 @@ class Method(nn.Module, abc.ABC):
         return m
 
     def stages(self) -> list[Stage]:
-        return [Stage("main", self.cfg.train.epochs)]
+        return [Stage("main", self.setup.epochs)]
 
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
         """Called before a stage's first epoch (e.g. copy teacher weights, cache targets)."""
@@ -148,9 +169,9 @@ class Method(nn.Module, abc.ABC):
         return [m for name, m in self.named_modules() if name.rpartition(".")[2] == "backbone"]
 
     def param_groups(self, stage: Stage) -> list[dict]:
-        """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
-        optim = self.cfg.optim
-        lr = stage.lr or optim.lr
+        """The stage's trainable parameters in two named groups, ``backbone`` (what
+        ``backbone_modules`` holds) and ``head`` (the rest); the engine sets their learning
+        rates (the stage's, the trunk's × ``optim.backbone_lr_scale``)."""
         frozen = tuple(stage.frozen)
         trunk = {id(p) for m in self.backbone_modules() for p in m.parameters()}
         backbone, head = [], []
@@ -158,8 +179,7 @@ class Method(nn.Module, abc.ABC):
             if not p.requires_grad or (frozen and name.startswith(frozen)):
                 continue
             (backbone if id(p) in trunk else head).append(p)
-        groups = [{"params": backbone, "lr": lr * optim.backbone_lr_scale, "name": "backbone"},
-                  {"params": head, "lr": lr, "name": "head"}]
+        groups = [{"params": backbone, "name": "backbone"}, {"params": head, "name": "head"}]
         return [g for g in groups if g["params"]]
 
 
@@ -174,11 +194,10 @@ def parameters_from(module: nn.Module, first: str, prefix: str = "") -> list[str
     return [prefix + n for n in names[start:]]
 
 
-def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
-    """The configured re-ID network (backbone + pooling + head); ``overrides`` go to ``build_model``."""
+def build_net(m: "ModelConfig", num_classes: int, **overrides) -> nn.Module:
+    """The re-ID network ``model.*`` describes (backbone + pooling + head); ``overrides`` go to ``build_model``."""
     from crossreid.models import build_model
 
-    m = cfg.model
     kwargs = dict(arch=m.arch, num_classes=num_classes, last_stride=m.last_stride, pooling=m.pooling,
                   head=m.head, embedding_dim=m.embedding_dim, dropout=m.dropout, pretrained=m.pretrained,
                   base_width=m.base_width)
@@ -198,7 +217,8 @@ def method_names() -> list[str]:
 
 
 def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
-    return METHODS.get(cfg.method.name)(cfg, num_classes, modalities)
+    """The configured method (``method.name``), built from its :class:`MethodSetup`: the one way to build one."""
+    return METHODS.get(cfg.method.name)(MethodSetup.of(cfg, num_classes, modalities))
 
 
 

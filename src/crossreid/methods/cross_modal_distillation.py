@@ -24,7 +24,7 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import DistillationMSE
-from crossreid.methods.base import (Batch, Method, Stage, StageContext, build_net, parameters_from,
+from crossreid.methods.base import (Batch, Method, MethodSetup, Stage, StageContext, build_net, parameters_from,
                                    register_method, reid_losses)
 from crossreid.modality import Modality
 from crossreid.models import STAGES, GatedAttention
@@ -55,9 +55,9 @@ class CrossModalDistillation(Method):
     name = "cross_modal_distillation"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        o, modalities = self.options, self.modalities
         self.source, self.target = Modality.parse(o.source), Modality.parse(o.target)
         if self.source == self.target:
             raise UserError("method.options: source and target modalities must differ")
@@ -67,8 +67,8 @@ class CrossModalDistillation(Method):
                             "data.modalities or use a dataset that has them")
         if o.attention_stage not in STAGES[:-1]:
             raise UserError(f"method.options.attention_stage: {o.attention_stage!r} must be one of {STAGES[:-1]}")
-        self.teacher = build_net(cfg, num_classes)
-        self.student = build_net(cfg, num_classes)
+        self.teacher = build_net(setup.model, setup.num_classes)
+        self.student = build_net(setup.model, setup.num_classes)
         self.gate = GatedAttention(o.attention_pool) if o.attention else None
         self.mse = DistillationMSE(o.reduction)
         self._cache: torch.Tensor | None = None
@@ -80,7 +80,7 @@ class CrossModalDistillation(Method):
         return [self.source, self.target]
 
     def stages(self) -> list[Stage]:
-        o, epochs = self.options, self.cfg.train.epochs
+        o, epochs = self.options, self.setup.epochs
         frozen_student = self._frozen_student_names() if o.freeze else []
         return [
             Stage("teacher", o.teacher_epochs or epochs, modalities=[self.source], frozen=["student."],
@@ -161,7 +161,7 @@ class CrossModalDistillation(Method):
     # -------------------------------------------------------------- training
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         if stage.name == "teacher":
-            return reid_losses(self.teacher(batch.images), batch.labels, self.cfg.loss)
+            return reid_losses(self.teacher(batch.images), batch.labels, self.setup.loss)
         src, tgt = batch.images[batch.block(self.source)], batch.images[batch.block(self.target)]
         guide = None
         if self.gate is not None:

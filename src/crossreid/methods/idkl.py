@@ -33,7 +33,7 @@ from crossreid.alignment_losses import (check_aligned, confuser_labels, entropy_
                                         symmetric_kl)
 from crossreid.errors import UserError
 from crossreid.losses import BatchHardTriplet
-from crossreid.methods.base import Batch, Method, Stage, build_net, register_method
+from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method
 from crossreid.modality import Modality
 from crossreid.models import BNNeck, GeM
 from crossreid.models.purifier import InstanceNormPurifier, ModalityClassifier
@@ -70,13 +70,14 @@ class IDKL(Method):
     name = "idkl"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        modalities, num_classes = self.modalities, self.num_classes
         if Modality.RGB not in modalities or len(modalities) != 2:
             names = ", ".join(m.value for m in modalities)
             raise UserError(f"data.modalities=[{names}]: idkl trains on visible and one other (infrared) "
                             "modality; set data.modalities=[rgb, ir]")
-        m = cfg.model
+        m = setup.model
         if (m.pooling, m.head, m.embedding_dim) != ("gem", "bnneck", None):
             raise UserError(f"model.pooling={m.pooling}, model.head={m.head}, model.embedding_dim={m.embedding_dim}: "
                             "idkl has GeM (p = 3) and BNNecks on the 2048/512-d maps; set model.pooling=gem, "
@@ -84,11 +85,11 @@ class IDKL(Method):
         self.visible = Modality.RGB
         self.infrared = next(m for m in modalities if m is not Modality.RGB)
         o = self.options
-        if o.tgsa and cfg.train.ids_per_batch % 2:
+        if o.tgsa and setup.ids_per_batch % 2:
             raise UserError(f"method.options.tgsa=true splits the batch's identities in half, but "
-                            f"train.ids_per_batch={cfg.train.ids_per_batch} is odd; use an even number "
+                            f"train.ids_per_batch={setup.ids_per_batch} is odd; use an even number "
                             "(released: 12) or set method.options.tgsa=false")
-        trunk = build_net(cfg, num_classes).backbone     # loads model.pretrained once
+        trunk = build_net(m, num_classes).backbone     # loads model.pretrained once
         specific = nn.ModuleDict({"layer3": copy.deepcopy(trunk.layer3), "layer4": copy.deepcopy(trunk.layer4)})
         self.backbone = nn.ModuleDict({"shared": trunk, "specific": specific})
         dim = trunk.out_channels
@@ -100,7 +101,7 @@ class IDKL(Method):
         self.classifier_purifier = nn.Linear(dim, num_classes, bias=False) if o.purifier else None
         self.discriminator = ModalityClassifier(dim) if o.modality_losses else None
         self.confuser = ModalityClassifier(dim) if o.modality_losses else None
-        self.triplet = BatchHardTriplet(cfg.loss.triplet_margin)
+        self.triplet = BatchHardTriplet(setup.loss.triplet_margin)
 
     # ------------------------------------------------------------------ network
     def front(self, images: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ class IDKL(Method):
         return vis, ir, infrared, row, k
 
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        o, loss_cfg = self.options, self.cfg.loss
+        o, loss_cfg = self.options, self.setup.loss
         vis, ir, infrared, row, k = self.layout(batch)
         if o.tgsa and (batch.rows // k < 2 or (batch.rows // k) % 2):
             raise UserError(f"idkl: TGSA splits each modality's {batch.rows // k} identities in half; "

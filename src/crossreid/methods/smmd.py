@@ -35,7 +35,7 @@ from crossreid import distributed as D
 from crossreid.data.pipeline import normalize
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
-from crossreid.methods.base import Batch, Stage, StageContext, register_method
+from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
 from crossreid.modality import Modality
 
@@ -77,18 +77,18 @@ class SMMD(AGW):
     name = "smmd"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
-        if len(modalities) != 2:
-            raise UserError(f"data.modalities={[m.value for m in modalities]}: smmd distils between exactly two "
-                            "modalities; set data.modalities=[rgb, ir]")
-        if o.mutual_weight > 0 and o.mutual_start_epoch >= cfg.train.epochs:
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        o, epochs = self.options, setup.epochs
+        if len(self.modalities) != 2:
+            raise UserError(f"data.modalities={[m.value for m in self.modalities]}: smmd distils between exactly "
+                            "two modalities; set data.modalities=[rgb, ir]")
+        if o.mutual_weight > 0 and o.mutual_start_epoch >= epochs:
             raise UserError(f"method.options.mutual_start_epoch={o.mutual_start_epoch} is beyond the last epoch "
-                            f"(train.epochs={cfg.train.epochs}, epochs 0..{cfg.train.epochs - 1}); set it below "
-                            f"{cfg.train.epochs}, or mutual_weight=0 to train without the mutual term")
+                            f"(train.epochs={epochs}, epochs 0..{epochs - 1}); set it below "
+                            f"{epochs}, or mutual_weight=0 to train without the mutual term")
         init = "first" if o.prototype_init == "class_means" else "zero"
-        self.prototypes = IdentityMemory(num_classes, len(modalities), self.head.out_dim, o.momentum, init)
+        self.prototypes = IdentityMemory(self.num_classes, len(self.modalities), self.head.out_dim, o.momentum, init)
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ prototypes

@@ -44,7 +44,7 @@ class RoutedMethod(Method):
         return self.head(self.pool(self.shared(self.route(images, self.check_modality(modality)))))
 
     def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return reid_losses(self.forward_batch(batch), batch.labels, self.cfg.loss)
+        return reid_losses(self.forward_batch(batch), batch.labels, self.setup.loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         return self.forward_images(images, modality).embedding

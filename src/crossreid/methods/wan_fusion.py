@@ -28,7 +28,7 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
-from crossreid.methods.base import Batch, Stage, StageContext, register_method
+from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
 from crossreid.modality import Modality
 from crossreid.models import HeadOutput
@@ -127,17 +127,17 @@ class WanFusion(AGW):
     name = "wan"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        if len(modalities) != 2:
-            known = ", ".join(str(m) for m in modalities)
+    def __init__(self, setup: MethodSetup) -> None:
+        if len(setup.modalities) != 2:
+            known = ", ".join(str(m) for m in setup.modalities)
             raise UserError(f"method 'wan' fuses exactly two modalities (visible and infrared), the run has "
                             f"[{known}]; set data.modalities=[rgb,ir]")
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
+        super().__init__(setup)
+        o, num_classes = self.options, self.num_classes
         check_options(o)
         dim = self.head.out_dim
         classifiers = {}
-        for m in modalities:
+        for m in self.modalities:
             fc = nn.Linear(dim, num_classes, bias=False)
             nn.init.normal_(fc.weight, 0.0, 0.001)
             classifiers[m.value] = fc
