@@ -43,7 +43,7 @@ def make_batches(h: int, w: int, p: int, k: int, n: int = 2) -> list[Batch]:
 
 def step_seconds(method, optimizer, batch: Batch) -> float:
     start = time.perf_counter()
-    loss = method.training_step(batch, method.stages()[0])["loss"]
+    loss = method.training_step(batch, method.stages()[0]).losses["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

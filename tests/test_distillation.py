@@ -55,7 +55,7 @@ def test_weight_copy_is_exact_and_frozen_params_do_not_move(tmp_path):
     groups = method.param_groups(student)
     opt = torch.optim.SGD(groups, lr=0.1)
     method.train()
-    loss = method.training_step(paired_batch(), student)["loss"]
+    loss = method.training_step(paired_batch(), student).losses["loss"]
     loss.backward()
     opt.step()
     moved = {n for n, p in method.named_parameters() if not torch.equal(p, before[n])}
@@ -73,7 +73,7 @@ def test_loss_equals_hand_mse(tmp_path):
     start(method, student, tmp_path)
     method.train()
     batch = paired_batch()
-    loss = method.training_step(batch, student)["loss"]
+    loss = method.training_step(batch, student).losses["loss"]
     assert not method.teacher.training and method.student.training  # frozen teacher, BN stats "update"
     with torch.no_grad():
         t = method.teacher(batch.images[:4]).embedding
@@ -83,7 +83,7 @@ def test_loss_equals_hand_mse(tmp_path):
     start(mean_method, mean_method.stages()[1], tmp_path)
     mean_method.load_state_dict(method.state_dict())
     mean_method.train()
-    assert torch.allclose(mean_method.training_step(batch, student)["loss"], loss / 4, rtol=1e-4)
+    assert torch.allclose(mean_method.training_step(batch, student).losses["loss"], loss / 4, rtol=1e-4)
 
 
 def test_no_copy_ablation_keeps_fresh_student(tmp_path):

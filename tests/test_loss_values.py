@@ -60,10 +60,10 @@ def pool() -> list[Sample]:
 
 def step(method, b: Batch, stage) -> dict[str, float]:
     method.train()
-    losses = method.training_step(b, stage)
+    output = method.training_step(b, stage)
     with torch.no_grad():
-        method.after_step(b, stage)
-    return {k: float(v.detach()) for k, v in losses.items()}
+        method.after_step(b, stage, output)
+    return {k: float(v.detach()) for k, v in output.losses.items()}
 
 
 def terms_of(name: str) -> dict[str, float]:

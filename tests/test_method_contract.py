@@ -1,7 +1,9 @@
 """The narrow method contract: trunk stages kept or cut, one way to add non-local blocks,
-explicit backbone parameters, freezing from a parameter name, the engine's tensor cache."""
+explicit backbone parameters, freezing from a parameter name, the engine's tensor cache,
+named and weighted loss terms through one helper."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from crossreid.errors import UserError
 from crossreid.engine.trainer import learning_rates
 from crossreid.methods import MethodSetup, build_method
 from crossreid.methods.base import parameters_from
+from crossreid.methods.step import LossTerms, reid_terms
 from crossreid.modality import Modality
 from crossreid.models.resnet import resnet18
 
@@ -78,3 +81,38 @@ def test_tensor_cache_computes_once(tmp_path):
     cache.path("a").write_bytes(b"broken")
     with pytest.raises(UserError, match="delete it to recompute"):
         cache.get_or_compute("a", compute)
+
+
+def test_loss_terms_weight_in_one_place_and_log_every_term():
+    terms = LossTerms()
+    terms.add("a", torch.tensor(2.0), 0.5)
+    terms.add("b", torch.tensor(3.0), 0.0)     # logged, not optimised
+    terms.log("part", torch.tensor(7.0))       # logged only
+    terms.add("c", torch.tensor(4.0))          # weight 1 by default
+    out = terms.output(features=torch.ones(2, requires_grad=True))
+    assert {k: float(v) for k, v in out.losses.items()} == {"a": 2.0, "b": 3.0, "part": 7.0, "c": 4.0, "loss": 5.0}
+    assert not out.state["features"].requires_grad   # after_step reads detached tensors
+    with pytest.raises(ValueError, match="given twice"):
+        terms.add("a", torch.tensor(1.0))
+    with pytest.raises(ValueError, match="named 'loss'"):
+        terms.log("loss", torch.tensor(1.0))
+    nothing = LossTerms()
+    nothing.add("id", torch.tensor(1.0), 0.0)
+    with pytest.raises(UserError, match=r"every loss term of this step has weight 0 \(id\)"):
+        nothing.output()
+
+
+def test_reid_terms_follow_the_loss_section():
+    out = SimpleNamespace(logits=torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+                          features=torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]]))
+    labels = torch.tensor([0, 1, 0])
+    cfg = load_config(None, ["loss.id_weight=0.5", "loss.triplet_weight=2.0", "loss.label_smoothing=0",
+                             "loss.triplet_margin=10"]).loss
+    losses = reid_terms(out, labels, cfg).output().losses
+    ce = torch.nn.functional.cross_entropy(out.logits, labels)
+    # batch-hard by hand: hardest positive, hardest negative per anchor: (1, 5), (0, sqrt 18), (1, sqrt 18)
+    triplet = ((1 - 5 + 10) + (0 - 18 ** 0.5 + 10) + (1 - 18 ** 0.5 + 10)) / 3
+    assert float(losses["id"]) == pytest.approx(float(ce)) and float(losses["triplet"]) == pytest.approx(triplet)
+    assert float(losses["loss"]) == pytest.approx(0.5 * float(ce) + 2.0 * triplet)
+    only_id = load_config(None, ["loss.triplet_weight=0"]).loss
+    assert set(reid_terms(out, labels, only_id).output().losses) == {"id", "loss"}   # a 0 weight: not computed

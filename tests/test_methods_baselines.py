@@ -37,7 +37,7 @@ def make_batch(modalities=(RGB, DEPTH), rows: int = 4, seed: int = 0) -> Batch:
 
 def step(method, batch):
     method.train()
-    losses = method.training_step(batch, method.stages()[0])
+    losses = method.training_step(batch, method.stages()[0]).losses
     assert torch.isfinite(losses["loss"])
     losses["loss"].backward()
     return losses
@@ -160,7 +160,7 @@ def test_agw_nonlocal_positions_and_identity_init():
 def test_agw_loss_is_ce_plus_wrt_and_lr_groups():
     method = make("agw", "optim.backbone_lr_scale=0.1", "optim.lr=0.1", "loss.triplet_weight=2.0")
     batch = make_batch()
-    losses = method.training_step(batch, method.stages()[0])
+    losses = method.training_step(batch, method.stages()[0]).losses
     assert "triplet" not in losses
     torch.testing.assert_close(losses["loss"], losses["id"] + 2.0 * losses["wrt"])
     features = method.forward_batch(batch).features
@@ -173,7 +173,8 @@ def test_agw_loss_is_ce_plus_wrt_and_lr_groups():
     assert "backbone.stems.depth.conv1.weight" in backbone
     assert "backbone.shared.nonlocal_blocks.layer3_0.g.weight" in backbone
     assert all(n.startswith("head.") for n in map(names.get, map(id, groups["head"]["params"])))
-    assert "triplet" in make("agw", "method.options.triplet=batch_hard").training_step(batch, method.stages()[0])
+    batch_hard = make("agw", "method.options.triplet=batch_hard")
+    assert "triplet" in batch_hard.training_step(batch, method.stages()[0]).losses
 
 
 def test_agw_test_features():

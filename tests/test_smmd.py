@@ -44,9 +44,9 @@ def make_batch(rows: int = 4, seed: int = 0, labels=None) -> Batch:
 def step(method, batch):
     stage = method.stages()[0]
     method.train()
-    losses = method.training_step(batch, stage)
-    method.after_step(batch, stage)
-    return losses
+    output = method.training_step(batch, stage)
+    method.after_step(batch, stage, output)
+    return output.losses
 
 
 def kl(p, q):
@@ -161,7 +161,7 @@ def test_mutual_term_is_zero_before_its_start_epoch():
     step(m, make_batch(seed=0))                      # fills the prototypes
     for epoch, active in ((0, False), (1, False), (2, True), (3, True)):
         m.on_epoch_start(stage, epoch)
-        losses = m.training_step(make_batch(seed=1), stage)
+        losses = m.training_step(make_batch(seed=1), stage).losses
         assert (losses["mutual"].item() > 0) == active, epoch
         parts = losses["id"] + losses["wrt"] + losses["prototype_ce"] + losses["self_mimic"] + losses["mutual"]
         assert losses["loss"].item() == pytest.approx(parts.item(), rel=1e-5)
@@ -172,13 +172,13 @@ def test_no_gradient_reaches_the_prototypes_but_the_classifier_learns_from_them(
     step(m, make_batch(seed=0))
     m.prototypes.features.requires_grad_(True)      # a leak would leave a gradient here
     m.zero_grad()
-    losses = m.training_step(make_batch(seed=1), m.stages()[0])
+    losses = m.training_step(make_batch(seed=1), m.stages()[0]).losses
     losses["loss"].backward()
     assert m.prototypes.features.grad is None
     assert losses["self_mimic"].item() > 0 and losses["mutual"].item() > 0
     # The prototype CE alone trains the shared classifier ("distinguishable" prototypes).
     m.zero_grad()
-    m.training_step(make_batch(seed=1), m.stages()[0])["prototype_ce"].backward()
+    m.training_step(make_batch(seed=1), m.stages()[0]).losses["prototype_ce"].backward()
     assert m.head.classifier.weight.grad.abs().sum() > 0 and m.prototypes.features.grad is None
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.backbone.parameters())
 
@@ -330,8 +330,8 @@ from crossreid.engine.trainer import Trainer
 root, out, *overrides = sys.argv[1:]
 trainer = Trainer(load_config(None, overrides), out + "/run", load_dataset("generic", root), progress=False)
 m, after_step, seen = trainer.method, trainer.method.after_step, []
-def spy(batch, stage):  # the memory after each step (the end of fit broadcasts rank 0's weights)
-    after_step(batch, stage)
+def spy(batch, stage, output):  # the memory after each step (the end of fit broadcasts rank 0's weights)
+    after_step(batch, stage, output)
     seen.append((m.prototypes.features.clone(), m.prototypes.filled.clone(), batch.labels.clone()))
 m.after_step = spy
 trainer.fit()

@@ -42,6 +42,7 @@ from crossreid.engine.validator import Validator
 from crossreid.errors import UserError
 from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
+from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
 
 __all__ = ["EpochPoint", "Position", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
@@ -85,7 +86,7 @@ class _Step(torch.nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, stage: Stage) -> StepOutput:
         return self.method.training_step(batch, stage)
 
 
@@ -279,17 +280,21 @@ class Trainer:
         return {**means, "images_per_s": here / elapsed if here else 0.0}
 
     def step(self, model, batch: Batch, stage: Stage, optimizer, scaler) -> dict[str, torch.Tensor]:
-        """One optimiser step, then the method's ``after_step`` hook (memory banks, EMA, prototypes)."""
+        """One optimiser step, then the method's ``after_step`` hook with the step's output (memory
+        banks, EMA, prototypes); returns the step's named losses."""
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.train.amp)
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            losses = model(batch, stage)
+            output = model(batch, stage)
+        if not isinstance(output, StepOutput):
+            raise TypeError(f"{type(self.method).__name__}.training_step returned {type(output).__name__}; "
+                            "declare the losses with LossTerms and return terms.output() (docs/extending.md)")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
+        scaler.scale(output.losses["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
         with torch.no_grad():
-            self.method.after_step(batch, stage)
-        return losses
+            self.method.after_step(batch, stage, output)
+        return output.losses
 
     def make_batch(self, indices: list[int], stage: Stage, mine: list[int]) -> Batch:
         """The input path: cached images of a global batch, augmented with the shared generator,

@@ -30,7 +30,8 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import WeightedRegularizedTriplet
-from crossreid.methods.base import Batch, MethodSetup, Stage, build_net, register_method, reid_losses
+from crossreid.methods.base import Batch, MethodSetup, Stage, build_net, register_method
+from crossreid.methods.step import LossTerms, StepOutput, reid_terms
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 from crossreid.models import ResNet
@@ -82,14 +83,14 @@ class AGW(RoutedMethod):
     def shared(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return self.baseline_losses(self.forward_batch(batch), batch.labels)
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        return self.baseline_losses(self.forward_batch(batch), batch.labels).output()
 
-    def baseline_losses(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their
-        weighted sum. Methods that extend AGW add their terms to these."""
+    def baseline_losses(self, out, labels: torch.Tensor) -> LossTerms:
+        """AGW's terms of head outputs ``out``: CE + WRT (or batch-hard triplet). Methods that
+        extend AGW add their terms to these."""
         metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)
-        return reid_losses(out, labels, self.setup.loss, metric_loss)
+        return reid_terms(out, labels, self.setup.loss, metric_loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         out = self.forward_images(images, modality)

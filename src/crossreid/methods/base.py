@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from crossreid.errors import UserError, explain_validation
+from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
 from crossreid.registry import Registry
 
@@ -140,18 +141,21 @@ class Method(nn.Module, abc.ABC):
         """Called before a stage's first epoch (e.g. copy teacher weights, cache targets)."""
 
     @abc.abstractmethod
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        """Losses of one batch; the key ``loss`` is the one optimised."""
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        """The loss terms of one batch, declared through ``LossTerms`` (``methods/step.py``):
+        ``return terms.output(**state)``; ``state`` holds what ``after_step`` needs."""
 
     def on_epoch_start(self, stage: Stage, epoch: int) -> None:
         """Called before each epoch (0-based within the stage), resumed ones included; the
         default records it as ``self.epoch`` for epoch-dependent losses (ramps, start epochs)."""
         self.epoch = epoch
 
-    def after_step(self, batch: Batch, stage: Stage) -> None:
+    def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
         """Called after each optimiser step, outside autograd, on every rank with that rank's
-        rows of the batch (memory banks, EMA, prototypes). State kept in registered buffers is
-        checkpointed and restored with the weights."""
+        rows of the batch and the step's ``output`` (what ``training_step`` returned: its
+        ``state`` holds the step's detached tensors), e.g. to fold features into a memory bank,
+        EMA or prototypes. State kept in registered buffers is checkpointed and restored with
+        the weights."""
 
     @abc.abstractmethod
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
@@ -219,24 +223,3 @@ def method_names() -> list[str]:
 def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
     """The configured method (``method.name``), built from its :class:`MethodSetup`: the one way to build one."""
     return METHODS.get(cfg.method.name)(MethodSetup.of(cfg, num_classes, modalities))
-
-
-
-def reid_losses(out, labels: torch.Tensor, loss_cfg, metric_loss: tuple[str, nn.Module] | None = None
-                ) -> dict[str, torch.Tensor]:
-    """Identity cross-entropy on the logits plus a metric loss on the features, weighted by
-    ``loss.id_weight`` and ``loss.triplet_weight``: the one place the re-ID loss weights apply.
-    ``metric_loss`` = (key, loss module) replaces the batch-hard triplet (AGW: ``("wrt", WRT)``)."""
-    from crossreid.losses import BatchHardTriplet, IdentityLoss
-
-    losses: dict[str, torch.Tensor] = {}
-    total = out.features.new_zeros((), dtype=torch.float32)
-    if loss_cfg.id_weight > 0:
-        losses["id"] = IdentityLoss(loss_cfg.label_smoothing)(out.logits.float(), labels)
-        total = total + loss_cfg.id_weight * losses["id"]
-    if loss_cfg.triplet_weight > 0:
-        key, loss = metric_loss or ("triplet", BatchHardTriplet(loss_cfg.triplet_margin))
-        losses[key] = loss(out.features.float(), labels)
-        total = total + loss_cfg.triplet_weight * losses[key]
-    losses["loss"] = total
-    return losses

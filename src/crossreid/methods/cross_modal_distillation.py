@@ -25,7 +25,8 @@ from torch import nn
 from crossreid.errors import UserError
 from crossreid.losses import DistillationMSE
 from crossreid.methods.base import (Batch, Method, MethodSetup, Stage, StageContext, build_net, parameters_from,
-                                   register_method, reid_losses)
+                                   register_method)
+from crossreid.methods.step import LossTerms, StepOutput, reid_terms
 from crossreid.modality import Modality
 from crossreid.models import STAGES, GatedAttention
 
@@ -159,9 +160,9 @@ class CrossModalDistillation(Method):
         self._cache, self._cache_rows = cached["targets"], {r: k for k, r in enumerate(rows)}
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         if stage.name == "teacher":
-            return reid_losses(self.teacher(batch.images), batch.labels, self.setup.loss)
+            return reid_terms(self.teacher(batch.images), batch.labels, self.setup.loss).output()
         src, tgt = batch.images[batch.block(self.source)], batch.images[batch.block(self.target)]
         guide = None
         if self.gate is not None:
@@ -176,8 +177,9 @@ class CrossModalDistillation(Method):
                 target = self._cache[[self._cache_rows[i] for i in src_rows]].to(embedding.device)
             else:
                 target = self.teacher(src).embedding
-        loss = self.mse(embedding.float(), target.float())
-        return {"mse": loss, "loss": loss}
+        terms = LossTerms()
+        terms.add("mse", self.mse(embedding.float(), target.float()))
+        return terms.output()
 
     def student_forward(self, images: torch.Tensor, guide: torch.Tensor | None = None):
         """G's forward; with attention, gated by ``guide`` (training) or by itself (test)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method, reid_losses
+from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method
+from crossreid.methods.step import StepOutput, reid_terms
 from crossreid.modality import Modality
 
 
@@ -21,8 +22,8 @@ class OneStream(Method):
         super().__init__(setup)
         self.net = build_net(setup.model, setup.num_classes)
 
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return reid_losses(self.net(batch.images), batch.labels, self.setup.loss)
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        return reid_terms(self.net(batch.images), batch.labels, self.setup.loss).output()
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         self.check_modality(modality)

@@ -37,6 +37,7 @@ from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
 from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
+from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
 
 MEMORY_KEYS = ("prototypes.features", "prototypes.filled")
@@ -89,7 +90,6 @@ class SMMD(AGW):
                             f"{epochs}, or mutual_weight=0 to train without the mutual term")
         init = "first" if o.prototype_init == "class_means" else "zero"
         self.prototypes = IdentityMemory(self.num_classes, len(self.modalities), self.head.out_dim, o.momentum, init)
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ prototypes
     def slots_of(self, batch: Batch) -> torch.Tensor:
@@ -140,10 +140,8 @@ class SMMD(AGW):
         if self.options.prototype_init == "class_means" and not context.resumed:
             self.init_prototypes(context.store, context.device)
 
-    def after_step(self, batch: Batch, stage: Stage) -> None:
-        if self._pending is not None:
-            self.prototypes.update(*self._pending)
-            self._pending = None
+    def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
+        self.prototypes.update(output.state["prototype_features"], batch.labels, self.slots_of(batch))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         missing = [k for k in MEMORY_KEYS if k not in state_dict]
@@ -153,19 +151,15 @@ class SMMD(AGW):
         return super().load_state_dict(state_dict, strict, assign)
 
     # ------------------------------------------------------------ losses
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         out = self.forward_batch(batch)
-        losses = self.baseline_losses(out, batch.labels)
-        slots = self.slots_of(batch)
-        self._pending = (self.level(out).detach(), batch.labels, slots)
-        terms = self.distillation_losses(out.logits, self.level(out), batch.labels, slots)
+        terms = self.baseline_losses(out, batch.labels)
+        distilled = self.distillation_losses(out.logits, self.level(out), batch.labels, self.slots_of(batch))
         o = self.options
         for key, weight in (("prototype_ce", o.prototype_weight), ("self_mimic", o.self_mimic_weight),
                             ("mutual", o.mutual_weight)):
-            losses[key] = terms[key]
-            if weight > 0:
-                losses["loss"] = losses["loss"] + weight * terms[key]
-        return losses
+            terms.add(key, distilled[key], weight)
+        return terms.output(prototype_features=self.level(out))  # folded into the memory after the step
 
     def distillation_losses(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                             slots: torch.Tensor) -> dict[str, torch.Tensor]:
