@@ -9,9 +9,10 @@ from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore, normalize
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
-from crossreid.engine.cache import TensorCache
-from crossreid.methods import Batch, StageContext, build_method
+from crossreid.engine.trainer import stage_context
+from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
+from crossreid.tensor_cache import TensorCache
 
 D, R = Modality.DEPTH, Modality.RGB
 
@@ -29,8 +30,8 @@ def paired_batch(rows=4, size=(32, 16)):
 
 
 def start(method, stage, tmp_path, store=None, resumed=False):
-    method.on_stage_start(stage, StageContext(store, torch.device("cpu"), tmp_path, resumed,
-                                              TensorCache(tmp_path / "cache")))
+    cache = TensorCache(tmp_path / "cache")
+    method.on_stage_start(stage, stage_context(method, store, torch.device("cpu"), resumed, cache))
     for name, p in method.named_parameters():
         p.requires_grad_(not name.startswith(tuple(stage.frozen)))
 

@@ -17,7 +17,8 @@ import torch
 from crossreid.config import load_config
 from crossreid.data.pipeline import normalize
 from crossreid.data.samples import Sample
-from crossreid.methods import Batch, StageContext, build_method
+from crossreid.engine.trainer import stage_context
+from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
 
 RGB, IR, DEPTH = Modality.RGB, Modality.IR, Modality.DEPTH
@@ -69,7 +70,7 @@ def step(method, b: Batch, stage) -> dict[str, float]:
 def terms_of(name: str) -> dict[str, float]:
     method, modalities = make(name)
     stage = method.stages()[-1]
-    context = StageContext(SimpleNamespace(samples=pool()), torch.device("cpu"), Path("."), False)
+    context = stage_context(method, SimpleNamespace(samples=pool()), torch.device("cpu"))
     if name == "cross_modal_distillation":
         out = {f"teacher/{k}": v for k, v in step(method, batch(modalities, 0), method.stages()[0]).items()}
         method.on_stage_start(stage, context)

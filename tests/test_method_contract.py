@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from crossreid.config import load_config
-from crossreid.engine.cache import TensorCache
 from crossreid.errors import UserError
 from crossreid.engine.trainer import learning_rates
 from crossreid.methods import MethodSetup, build_method
@@ -18,6 +17,7 @@ from crossreid.methods.base import parameters_from
 from crossreid.methods.step import LossTerms, reid_terms
 from crossreid.modality import Modality
 from crossreid.models.resnet import resnet18
+from crossreid.tensor_cache import TensorCache
 
 
 def test_keep_stages_cuts_weights_and_forward():

@@ -246,14 +246,14 @@ def test_tiny_fit_logs_every_term_and_fills_the_memory(tmp_path, tiny_root):
 
 def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
     from crossreid.data.pipeline import ImageStore
-    from crossreid.methods import StageContext
+    from crossreid.engine.trainer import stage_context
 
     catalog = load_dataset("generic", tiny_root)
     cfg = load_config(None, TINY)
     m = build_method(cfg, catalog.num_classes, [RGB, IR])
     store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16)
     m.train()
-    m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=False))
+    m.on_stage_start(m.stages()[0], stage_context(m, store, torch.device("cpu"), resumed=False))
     assert m.training and m.prototypes.filled.all()
     m.eval()
     rows = [i for i, s in enumerate(store.samples) if s.pid == catalog.train_pids[1] and s.modality == IR]
@@ -261,7 +261,7 @@ def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
         want = m.forward_images(normalize(store.batch(rows)), IR).features.mean(0)
     assert torch.allclose(m.prototypes.features[1, 1], want, atol=1e-5)
     before = m.prototypes.features.clone()
-    m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=True))
+    m.on_stage_start(m.stages()[0], stage_context(m, store, torch.device("cpu"), resumed=True))
     assert torch.equal(m.prototypes.features, before)  # a resumed stage keeps its checkpointed memory
 
 

@@ -21,7 +21,8 @@ from crossreid.data.samples import Sample
 from crossreid.engine.checkpoint import load_checkpoint
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
-from crossreid.methods import Batch, StageContext, build_method
+from crossreid.engine.trainer import stage_context
+from crossreid.methods import Batch, build_method
 from crossreid.methods.step import LossTerms
 from crossreid.methods.wan_fusion import dynamic_weights, fuse, fusion_weights
 from crossreid.modality import Modality
@@ -46,7 +47,7 @@ def pool() -> list[Sample]:
 
 def start(method):
     stage = method.stages()[0]
-    method.on_stage_start(stage, StageContext(SimpleNamespace(samples=pool()), torch.device("cpu"), Path("."), False))
+    method.on_stage_start(stage, stage_context(method, SimpleNamespace(samples=pool()), torch.device("cpu")))
     return stage
 
 

@@ -21,6 +21,7 @@ files, logs and draws progress bars.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
-from crossreid.engine.cache import TensorCache
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
@@ -44,9 +44,11 @@ from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
 from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
+from crossreid.retrieval.extract import embed_rows
+from crossreid.tensor_cache import TensorCache
 
 __all__ = ["EpochPoint", "Position", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
-           "make_optimizer"]
+           "make_optimizer", "stage_context"]
 
 
 def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -77,6 +79,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     ours = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
     groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], ours)]
     optimizer.load_state_dict({**state, "param_groups": groups})
+
+
+def stage_context(method: Method, store: ImageStore, device: torch.device, resumed: bool = False,
+                  cache: TensorCache | None = None, dist: D.Dist = D.Dist(), batch_size: int = 128,
+                  channels_last: bool = False) -> StageContext:
+    """The context a stage of ``method`` starts with: the training pool and the services a method
+    may call (the embedding service over ``store``, the tensor cache, the process group)."""
+    embed = functools.partial(embed_rows, method, store, batch_size=batch_size, device=device,
+                              channels_last=channels_last)
+    return StageContext(store, device, resumed, embed, cache, dist)
 
 
 class _Step(torch.nn.Module):
@@ -194,8 +206,9 @@ class Trainer:
         (DDP-wrapped) step module; returns (model, optimizer, base lrs, scaler)."""
         self._preload()
         resumed = pos.epoch > 0 or pos.step > 0
-        context = StageContext(self.store, self.device, self.run_dir, resumed, TensorCache(self.run_dir / "cache"))
-        self.method.on_stage_start(stage, context)
+        self.method.on_stage_start(stage, stage_context(
+            self.method, self.store, self.device, resumed, TensorCache(self.run_dir / "cache"), self.dist,
+            self.cfg.eval.batch_size, self.cfg.train.channels_last))
         for name, p in self.method.named_parameters():
             p.requires_grad_(not (stage.frozen and name.startswith(tuple(stage.frozen))))
         optimizer = make_optimizer(learning_rates(self.method.param_groups(stage), stage, self.cfg.optim), self.cfg)

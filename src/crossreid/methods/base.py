@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
-
-from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from crossreid.distributed import Dist
 from crossreid.errors import UserError, explain_validation
 from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
@@ -20,7 +19,7 @@ from crossreid.registry import Registry
 if TYPE_CHECKING:
     from crossreid.config import LossConfig, ModelConfig, RunConfig
     from crossreid.data.pipeline import ImageStore
-    from crossreid.engine.cache import TensorCache
+    from crossreid.tensor_cache import TensorCache
 
 
 def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseModel:
@@ -93,15 +92,29 @@ class MethodSetup:
                    cfg.train.epochs, cfg.train.ids_per_batch)
 
 
-@dataclass
-class StageContext:
-    """What the trainer hands a method when a stage starts."""
+class Embed(Protocol):
+    def __call__(self, rows: Sequence[int], fn: Callable[[torch.Tensor, Modality], torch.Tensor] | None = None
+                 ) -> torch.Tensor: ...
 
-    store: "ImageStore"          # the training pool's decoded images
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the trainer hands a method when a stage starts: the training pool and the services
+    a method may call. A method needs nothing else of the engine: it never runs its own
+    extraction loop, writes files or asks the environment for its process group.
+
+    ``embed(rows, fn=None)``: float32 CPU features of training-pool rows ``rows``, through
+    ``fn(images, modality)`` (default ``method.embed``), in eval mode, batched
+    (``eval.batch_size``), on the device (``retrieval/extract.py``'s ``embed_rows``).
+    ``cache.get_or_compute(name, compute)``: tensors stored once per run (``cache/``).
+    """
+
+    store: "ImageStore"          # the training pool's decoded images (``store.samples``)
     device: torch.device
-    run_dir: Path                # for reference; methods store data through ``cache``, never write files
     resumed: bool                # True when the stage continues from a checkpoint mid-way
-    cache: "TensorCache | None" = None  # the run's tensor cache (get_or_compute(name, compute))
+    embed: Embed                 # the embedding service
+    cache: "TensorCache | None" = None  # the run's tensor cache
+    dist: Dist = Dist()          # this process's rank and world (``crossreid.distributed``)
 
 
 class Method(nn.Module, abc.ABC):

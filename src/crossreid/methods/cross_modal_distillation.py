@@ -144,16 +144,14 @@ class CrossModalDistillation(Method):
 
     @torch.no_grad()
     def _cache_targets(self, context: StageContext) -> None:
-        """Teacher embeddings of every source training image (test-time view), kept in the run's
-        cache under a key of the teacher's weights: a changed teacher gets a new entry."""
-        from crossreid.retrieval.extract import extract_features
-
+        """Teacher embeddings of every source training image (test-time view, the context's
+        embedding service), kept in the run's cache under a key of the teacher's weights: a
+        changed teacher gets a new entry."""
         rows = [i for i, s in enumerate(context.store.samples) if s.modality is self.source]
         name = f"teacher-targets-{self._teacher_key()}"
         cached = context.cache.get_or_compute(name, lambda: {
             "indices": torch.tensor(rows),
-            "targets": torch.from_numpy(extract_features(_TeacherEmbedder(self.teacher), context.store, rows,
-                                                         device=context.device))})
+            "targets": context.embed(rows, lambda images, _: self.teacher(images).embedding)})
         if cached["indices"].tolist() != rows:
             raise UserError(f"{context.cache.path(name)}: teacher-target cache does not match the training pool; "
                             "delete it")
@@ -195,14 +193,3 @@ class CrossModalDistillation(Method):
         if self.check_modality(modality) == self.source:
             return self.teacher(images).embedding
         return self.student_forward(images).embedding
-
-
-class _TeacherEmbedder(nn.Module):
-    """Adapter so the feature extractor can run the teacher alone."""
-
-    def __init__(self, teacher: nn.Module) -> None:
-        super().__init__()
-        self.teacher = teacher
-
-    def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
-        return self.teacher(images).embedding

@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from crossreid import distributed as D
-from crossreid.data.pipeline import normalize
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
 from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
@@ -113,32 +111,25 @@ class SMMD(AGW):
         return out.features if self.options.prototype_level == "pool" else out.embedding
 
     @torch.no_grad()
-    def init_prototypes(self, store, device: torch.device) -> None:
-        """Class means of one eval-mode pass over the training images (each rank embeds every
-        world-th image; the memory gathers them). Labels: ascending training person ids, as
-        ``Catalog.label_map`` (the store holds exactly the training pool)."""
-        label = {pid: i for i, pid in enumerate(sorted({s.pid for s in store.samples}))}
-        d = D.init_from_env()
-        was_training = self.training
-        self.eval()
-        feats, ids, slots = [], [], []
-        mine = list(range(d.rank, len(store), d.world))
-        for modality in self.modalities:
-            rows = [i for i in mine if store.samples[i].modality == modality]
-            for start in range(0, len(rows), 128):
-                chunk = rows[start:start + 128]
-                out = self.forward_images(normalize(store.batch(chunk)).to(device), modality)
-                feats.append(self.level(out).float())
-                ids.append(torch.tensor([label[store.samples[i].pid] for i in chunk], device=device))
-                slots.append(torch.full((len(chunk),), self.modalities.index(modality), device=device))
-        self.train(was_training)
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        self.prototypes.update(torch.cat(feats) if feats else torch.zeros(0, self.prototypes.dim, device=device),
-                               torch.cat(ids) if ids else empty, torch.cat(slots) if slots else empty)
+    def init_prototypes(self, context: StageContext) -> None:
+        """Class means of one eval-mode pass over the training images through the context's
+        embedding service (each rank embeds every world-th image; the memory gathers them).
+        Labels: ascending training person ids, as ``Catalog.label_map`` (the store holds
+        exactly the training pool)."""
+        samples, d, device = context.store.samples, context.dist, context.device
+        label = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+        mine = range(d.rank, len(samples), d.world)
+        rows = [i for m in self.modalities for i in mine if samples[i].modality == m]   # modality by modality
+        features = context.embed(rows, lambda images, m: self.level(self.forward_images(images, m))) if rows \
+            else torch.zeros(0, self.prototypes.dim)
+        ids = torch.tensor([label[samples[i].pid] for i in rows], dtype=torch.long, device=device)
+        slots = torch.tensor([self.modalities.index(samples[i].modality) for i in rows], dtype=torch.long,
+                             device=device)
+        self.prototypes.update(features.to(device), ids, slots)
 
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
         if self.options.prototype_init == "class_means" and not context.resumed:
-            self.init_prototypes(context.store, context.device)
+            self.init_prototypes(context)
 
     def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
         self.prototypes.update(output.state["prototype_features"], batch.labels, self.slots_of(batch))
