@@ -254,11 +254,13 @@ def test_branches_start_from_one_pretrained_file(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     method = make(f"model.pretrained={path}")
     shared, specific = method.backbone["shared"], method.backbone["specific"]
+    assert {k.split(".")[0] for k in specific.state_dict()} == {"layer3", "layer4"}  # keep_stages: layer3-4 only
     for layer in ("layer3", "layer4"):
-        for (name, a), b in zip(getattr(source, layer).state_dict().items(), specific[layer].state_dict().values()):
+        branch = getattr(specific, layer)
+        for (name, a), b in zip(getattr(source, layer).state_dict().items(), branch.state_dict().values()):
             assert torch.equal(a, b), name
-        assert torch.equal(getattr(shared, layer)[0].conv1.weight, specific[layer][0].conv1.weight)
-        assert getattr(shared, layer)[0].conv1.weight is not specific[layer][0].conv1.weight  # separate copies
+        assert torch.equal(getattr(shared, layer)[0].conv1.weight, branch[0].conv1.weight)
+        assert getattr(shared, layer)[0].conv1.weight is not branch[0].conv1.weight  # separate copies
     assert torch.equal(shared.conv1.weight, source.conv1.weight)
 
 

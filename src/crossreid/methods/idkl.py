@@ -2,7 +2,7 @@
 
 Dual one-stream network: one trunk (``backbone.shared``: stem, layer1-2 shared by both
 branches, then the modality-shared layer3-4) and a second layer3-4 copy
-(``backbone.specific``), both initialised from the same ``model.pretrained`` file, last
+(``backbone.specific``, the trunk cut with ``keep_stages("layer3", "layer4")``), both initialised from the same ``model.pretrained`` file, last
 stride 1, both fed with both modalities. The specific branch's map goes through the
 IN-guided purifier (``models/purifier.py``); both maps are GeM-pooled (p = 3) and get
 their own BNNeck (bias frozen at 0, weight 1 as released) and bias-free classifier.
@@ -91,7 +91,7 @@ class IDKL(Method):
                             f"train.ids_per_batch={setup.ids_per_batch} is odd; use an even number "
                             "(released: 12) or set method.options.tgsa=false")
         trunk = build_net(m, num_classes).backbone     # loads model.pretrained once
-        specific = nn.ModuleDict({"layer3": copy.deepcopy(trunk.layer3), "layer4": copy.deepcopy(trunk.layer4)})
+        specific = copy.deepcopy(trunk).keep_stages("layer3", "layer4")
         self.backbone = nn.ModuleDict({"shared": trunk, "specific": specific})
         dim = trunk.out_channels
         self.pool = GeM(p=3.0, eps=1e-6)
@@ -113,7 +113,7 @@ class IDKL(Method):
         return self.backbone["shared"].forward_stages(x2, "layer3", "layer4")
 
     def specific_branch(self, x2: torch.Tensor) -> torch.Tensor:
-        return self.backbone["specific"]["layer4"](self.backbone["specific"]["layer3"](x2))
+        return self.backbone["specific"](x2)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         self.check_modality(modality)
