@@ -2,8 +2,9 @@
 
 Dual one-stream network: one trunk (``backbone.shared``: stem, layer1-2 shared by both
 branches, then the modality-shared layer3-4) and a second layer3-4 copy
-(``backbone.specific``, the trunk cut with ``keep_stages("layer3", "layer4")``), both initialised from the same ``model.pretrained`` file, last
-stride 1, both fed with both modalities. The specific branch's map goes through the
+(``backbone.specific``, a copy of the trunk cut with ``keep_stages("layer3", "layer4")``),
+both initialised from the same ``model.pretrained`` file, last stride 1, both fed with
+both modalities. The specific branch's map goes through the
 IN-guided purifier (``models/purifier.py``); both maps are GeM-pooled (p = 3) and get
 their own BNNeck (bias frozen at 0, weight 1 as released) and bias-free classifier.
 
