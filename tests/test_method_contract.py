@@ -116,3 +116,20 @@ def test_reid_terms_follow_the_loss_section():
     assert float(losses["loss"]) == pytest.approx(0.5 * float(ce) + 2.0 * triplet)
     only_id = load_config(None, ["loss.triplet_weight=0"]).loss
     assert set(reid_terms(out, labels, only_id).output().losses) == {"id", "loss"}   # a 0 weight: not computed
+
+
+def test_the_registration_is_a_plugins_only_name(tiny_root):
+    from crossreid.data.registry import load_dataset
+    from crossreid.evaluation.protocols import PROTOCOLS
+    from crossreid.methods.base import METHODS
+    from crossreid.registry import Registry
+
+    for registry in (METHODS, PROTOCOLS):
+        for name in registry.names():
+            assert registry.get(name).name == name     # stamped by the decorator, written nowhere else
+    assert load_dataset("generic", tiny_root).name == "generic"   # the catalog is named by its registration
+    things = Registry("thing")
+    with pytest.raises(ValueError, match="sets its own 'name'"):
+        @things.decorator("b")
+        class B:
+            name = "b"

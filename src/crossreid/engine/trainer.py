@@ -146,7 +146,7 @@ class Trainer:
                      disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
         self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
-        self.val_catalog = Catalog(catalog.name, catalog.root, query=val, gallery=val)
+        self.val_catalog = Catalog(catalog.root, query=val, gallery=val, name=catalog.name)
         self.val_store = ImageStore.for_data(val, cfg.data, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
         self.samplers = [self._sampler(si, stage) for si, stage in enumerate(self.method.stages())]

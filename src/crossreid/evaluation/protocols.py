@@ -38,7 +38,8 @@ Pair = tuple[Modality, Modality]
 
 
 class Protocol(ABC):
-    """Base class: subclasses set ``name`` and ``directions`` and implement ``trials`` and ``describe``.
+    """Base class: subclasses set ``directions`` and implement ``trials`` and ``describe``; ``name``
+    is the one ``@register_protocol`` registers them under.
 
     Every protocol takes the same direction and scoring options: ``query`` and ``gallery``
     (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
@@ -46,7 +47,7 @@ class Protocol(ABC):
     huge galleries). Subclasses call :meth:`set_scoring` from ``__init__``.
     """
 
-    name: str = ""
+    name: str = ""  # set by @register_protocol
     directions: tuple[Pair, ...] | None = None
     distance: str = "euclidean"
     precision: str = "float64"
@@ -140,8 +141,6 @@ class SyntheticProtocol(Protocol):
     own co-registered frame. Image-level CMC. One trial over the whole test set, or
     ``trials`` seeded draws of ``gallery_per_id`` gallery images per identity.
     """
-
-    name = "synthetic"
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", trials: int = 1,
                  gallery_per_id: int | None = None, seed: int = 0, distance: str = "euclidean",

@@ -52,7 +52,6 @@ def allowed_for_all(rule: ExclusionRule, catalog: Catalog, query: np.ndarray, ga
 class RGBDProtocol(DatasetProtocol):
     """``query``/``gallery`` modality (rgb, depth); ``exclude`` frame (default), sequence or camera."""
 
-    name = "rgbd"
     directions = DIRECTIONS
 
     def __init__(self, query: str = "rgb", gallery: str = "depth", exclude: str = "frame", repeats: int = 10,

@@ -58,9 +58,8 @@ def nonlocal_positions(trunk: ResNet) -> dict[str, list[int]]:
     return out
 
 
-@register_method
+@register_method("agw")
 class AGW(RoutedMethod):
-    name = "agw"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

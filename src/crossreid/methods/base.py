@@ -224,9 +224,10 @@ def build_net(m: "ModelConfig", num_classes: int, **overrides) -> nn.Module:
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator; built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
-    return METHODS.decorator(cls.name)(cls)
+def register_method(name: str):
+    """``@register_method("name")``: registers a Method subclass under ``name``, which it stamps as
+    the class's ``name``. Built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
+    return METHODS.decorator(name)
 
 
 def method_names() -> list[str]:

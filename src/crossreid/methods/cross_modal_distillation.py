@@ -51,9 +51,8 @@ class Options(BaseModel):
     attention_pool: Literal["mean", "max"] = "mean"  # channel pooling (paper silent; our default)
 
 
-@register_method
+@register_method("cross_modal_distillation")
 class CrossModalDistillation(Method):
-    name = "cross_modal_distillation"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

@@ -67,9 +67,8 @@ def _neck(dim: int) -> BNNeck:
     return neck
 
 
-@register_method
+@register_method("idkl")
 class IDKL(Method):
-    name = "idkl"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

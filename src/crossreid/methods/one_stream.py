@@ -14,10 +14,8 @@ from crossreid.methods.step import StepOutput, reid_terms
 from crossreid.modality import Modality
 
 
-@register_method
+@register_method("one_stream")
 class OneStream(Method):
-    name = "one_stream"
-
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__(setup)
         self.net = build_net(setup.model, setup.num_classes)

@@ -71,9 +71,8 @@ def sum_of_modality_means(values: torch.Tensor, slots: torch.Tensor, valid: torc
     return total
 
 
-@register_method
+@register_method("smmd")
 class SMMD(AGW):
-    name = "smmd"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

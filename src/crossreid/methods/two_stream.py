@@ -19,10 +19,8 @@ from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 
 
-@register_method
+@register_method("two_stream")
 class TwoStream(RoutedMethod):
-    name = "two_stream"
-
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__(setup)
         nets = [build_net(setup.model, setup.num_classes) for _ in self.modalities]

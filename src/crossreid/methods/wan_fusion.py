@@ -121,11 +121,10 @@ def dynamic_weights(rule: str, student_logits: torch.Tensor, teacher_logits: tor
     return student_logits.new_ones(n, dtype=torch.float32)
 
 
-@register_method
+@register_method("wan")
 class WanFusion(AGW):
     """AGW + dual-classifier fusion teacher + multi-view memory teacher (a reconstruction)."""
 
-    name = "wan"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

@@ -54,9 +54,8 @@ def zero_pad(images: torch.Tensor, modality: Modality, padding: str = "input") -
     return out
 
 
-@register_method
+@register_method("zero_padding")
 class ZeroPadding(RoutedMethod):
-    name = "zero_padding"
     Options = Options
 
     def __init__(self, setup: MethodSetup) -> None:

@@ -115,7 +115,7 @@ def check_dataset(name: str, root: str | Path | None = None, decode_images: bool
     if "check_files" in signature.parameters:
         options = {**options, "check_files": False}
     try:
-        catalog = entry.loader(path, **options)
+        catalog = entry.load(path, **options)
     except UserError as exc:
         report.problems.append(str(exc))
         return report
