@@ -58,8 +58,8 @@ def bench_size(size, pairs: int) -> dict:
         cfg = load_config(None, [f"model.arch={arch}", f"train.ids_per_batch={p}", f"train.images_per_id={k}",
                                  *overrides])
         method = build_method(cfg, CLASSES, [Modality.RGB, Modality.IR]).train()
-        optimizer = make_optimizer(learning_rates(method.param_groups(method.stages()[0]), method.stages()[0], cfg.optim),
-                                   cfg)
+        stage = method.stages()[0]
+        optimizer = make_optimizer(learning_rates(method.param_groups(stage), stage, cfg.optim), cfg)
         step_seconds(method, optimizer, batches[0])  # warm-up
         runs[name] = (method, optimizer, [])
     for r in range(pairs):

@@ -55,7 +55,8 @@ root = work / "MyData"
 rng = np.random.default_rng(0)
 for pid in range(1, 7):
     for cam, kind in ((1, "rgb"), (2, "ir")):
-        Image.fromarray(rng.integers(0, 255, (16, 8, 3), dtype=np.uint8)).save(root / "images" / f"{pid}_{cam}_{kind}.png")
+        pixels = rng.integers(0, 255, (16, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{pid}_{cam}_{kind}.png")
 catalog = load_dataset("my_data", root)
 
 # The protocol, scoring that catalog's test pools.

@@ -1,4 +1,5 @@
-"""What every method shares: the batch layout, stages, the registry, the network factory."""
+"""What every method shares: its setup, the batch layout, stages, the stage context, the registry,
+the network factory. A method's loss terms and step output live in ``step.py``."""
 
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ class MethodSetup:
 
 
 class Embed(Protocol):
+    """The embedding service's signature (see :class:`StageContext`)."""
+
     def __call__(self, rows: Sequence[int], fn: Callable[[torch.Tensor, Modality], torch.Tensor] | None = None
                  ) -> torch.Tensor: ...
 
