@@ -1,7 +1,5 @@
 """Cross-modal distillation (Hafner et al.): freezing, weight copy, loss, attention, target cache."""
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -83,9 +83,9 @@ class AGW(RoutedMethod):
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        return self.baseline_losses(self.forward_batch(batch), batch.labels).output()
+        return self.baseline_terms(self.forward_batch(batch), batch.labels).output()
 
-    def baseline_losses(self, out, labels: torch.Tensor) -> LossTerms:
+    def baseline_terms(self, out, labels: torch.Tensor) -> LossTerms:
         """AGW's terms of head outputs ``out``: CE + WRT (or batch-hard triplet). Methods that
         extend AGW add their terms to these."""
         metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)

@@ -36,7 +36,6 @@ from crossreid.methods.agw import AGW, Options as AGWOptions
 from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
 from crossreid.methods.step import StepOutput
-from crossreid.modality import Modality
 
 MEMORY_KEYS = ("prototypes.features", "prototypes.filled")
 
@@ -143,7 +142,7 @@ class SMMD(AGW):
     # ------------------------------------------------------------ losses
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         out = self.forward_batch(batch)
-        terms = self.baseline_losses(out, batch.labels)
+        terms = self.baseline_terms(out, batch.labels)
         distilled = self.distillation_losses(out.logits, self.level(out), batch.labels, self.slots_of(batch))
         o = self.options
         for key, weight in (("prototype_ce", o.prototype_weight), ("self_mimic", o.self_mimic_weight),

@@ -199,7 +199,7 @@ class WanFusion(AGW):
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         o, labels = self.options, batch.labels
         out = self.forward_batch(batch)
-        terms = self.baseline_losses(out, labels)
+        terms = self.baseline_terms(out, labels)
         if o.modality_id_weight > 0:
             terms.add("modality_id", self.modality_id_loss(out, batch), o.modality_id_weight)
         features = out.features.float()
