@@ -133,3 +133,17 @@ def test_the_registration_is_a_plugins_only_name(tiny_root):
         @things.decorator("b")
         class B:
             name = "b"
+
+
+def test_the_trainer_refuses_a_step_without_its_output(tiny_root, tmp_path, monkeypatch):
+    from crossreid.data.registry import load_dataset
+    from crossreid.engine.trainer import Trainer
+    from crossreid.methods.one_stream import OneStream
+
+    step = OneStream.training_step
+    monkeypatch.setattr(OneStream, "training_step", lambda self, batch, stage: step(self, batch, stage).losses)
+    cfg = load_config(None, ["data.dataset=generic", "model.arch=resnet18", "model.base_width=16", "data.height=32",
+                             "data.width=16", "train.epochs=1", "train.iterations_per_epoch=1", "train.progress=false",
+                             "train.ids_per_batch=2", "train.images_per_id=2"])
+    with pytest.raises(TypeError, match=r"returned dict; declare the losses with LossTerms and return terms.output\(\)"):
+        Trainer(cfg, tmp_path / "run", load_dataset("generic", tiny_root), progress=False).fit()
