@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from crossreid.config import load_config
-from crossreid.engine.trainer import make_optimizer
+from crossreid.engine.trainer import learning_rates, make_optimizer
 from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
@@ -43,7 +43,7 @@ def make_batches(h: int, w: int, p: int, k: int, n: int = 2) -> list[Batch]:
 
 def step_seconds(method, optimizer, batch: Batch) -> float:
     start = time.perf_counter()
-    loss = method.training_step(batch, method.stages()[0])["loss"]
+    loss = method.training_step(batch, method.stages()[0]).losses["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -58,7 +58,8 @@ def bench_size(size, pairs: int) -> dict:
         cfg = load_config(None, [f"model.arch={arch}", f"train.ids_per_batch={p}", f"train.images_per_id={k}",
                                  *overrides])
         method = build_method(cfg, CLASSES, [Modality.RGB, Modality.IR]).train()
-        optimizer = make_optimizer(method.param_groups(method.stages()[0]), cfg)
+        stage = method.stages()[0]
+        optimizer = make_optimizer(learning_rates(method.param_groups(stage), stage, cfg.optim), cfg)
         step_seconds(method, optimizer, batches[0])  # warm-up
         runs[name] = (method, optimizer, [])
     for r in range(pairs):

@@ -70,7 +70,7 @@ def bare_steps(method, optimizer, stage, batches) -> float:
     method.train()
     start = time.perf_counter()
     for batch in batches:
-        loss = method.training_step(batch, stage)["loss"]
+        loss = method.training_step(batch, stage).losses["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -61,7 +61,7 @@ def test_model_base_width_reaches_every_method_network():
     from crossreid.methods.base import build_net
 
     cfg = load_config(resolve_config("demo"), ["model.base_width=16"])
-    net = build_net(cfg, num_classes=5)
+    net = build_net(cfg.model, num_classes=5)
     assert net.backbone.conv1.out_channels == 16 and net.embedding_dim == 8 * 16  # layer4 width, BNNeck
     assert load_config(resolve_config("demo")).model.base_width == 64  # the standard ResNet by default
     with pytest.raises(UserError, match="model.base_width"):

@@ -26,10 +26,10 @@ def test_manifest_errors(tiny_root):
     text = (tiny_root / "manifest.csv").read_text().splitlines()
     (tiny_root / "bad.csv").write_text("\n".join([text[0], text[1].replace(",train,", ",training,")]) + "\n")
     with pytest.raises(UserError, match=r"bad.csv:2: bad row"):
-        read_manifest(tiny_root / "bad.csv", tiny_root, "x")
+        read_manifest(tiny_root / "bad.csv", tiny_root)
     (tiny_root / "nocol.csv").write_text("path,person\nx.png,1\n")
     with pytest.raises(UserError, match="missing column"):
-        read_manifest(tiny_root / "nocol.csv", tiny_root, "x")
+        read_manifest(tiny_root / "nocol.csv", tiny_root)
     (tiny_root / "rgb" / "0001_c1_t0.png").unlink()
     with pytest.raises(UserError, match="0001_c1_t0.png: listed in"):
         load_dataset("generic", tiny_root)

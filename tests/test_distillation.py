@@ -1,7 +1,5 @@
 """Cross-modal distillation (Hafner et al.): freezing, weight copy, loss, attention, target cache."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,9 +7,10 @@ from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore, normalize
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
-from crossreid.engine.cache import TensorCache
-from crossreid.methods import Batch, StageContext, build_method
+from crossreid.engine.trainer import stage_context
+from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
+from crossreid.tensor_cache import TensorCache
 
 D, R = Modality.DEPTH, Modality.RGB
 
@@ -29,8 +28,8 @@ def paired_batch(rows=4, size=(32, 16)):
 
 
 def start(method, stage, tmp_path, store=None, resumed=False):
-    method.on_stage_start(stage, StageContext(store, torch.device("cpu"), tmp_path, resumed,
-                                              TensorCache(tmp_path / "cache")))
+    cache = TensorCache(tmp_path / "cache")
+    method.on_stage_start(stage, stage_context(method, store, torch.device("cpu"), resumed, cache))
     for name, p in method.named_parameters():
         p.requires_grad_(not name.startswith(tuple(stage.frozen)))
 
@@ -55,7 +54,7 @@ def test_weight_copy_is_exact_and_frozen_params_do_not_move(tmp_path):
     groups = method.param_groups(student)
     opt = torch.optim.SGD(groups, lr=0.1)
     method.train()
-    loss = method.training_step(paired_batch(), student)["loss"]
+    loss = method.training_step(paired_batch(), student).losses["loss"]
     loss.backward()
     opt.step()
     moved = {n for n, p in method.named_parameters() if not torch.equal(p, before[n])}
@@ -73,7 +72,7 @@ def test_loss_equals_hand_mse(tmp_path):
     start(method, student, tmp_path)
     method.train()
     batch = paired_batch()
-    loss = method.training_step(batch, student)["loss"]
+    loss = method.training_step(batch, student).losses["loss"]
     assert not method.teacher.training and method.student.training  # frozen teacher, BN stats "update"
     with torch.no_grad():
         t = method.teacher(batch.images[:4]).embedding
@@ -83,7 +82,7 @@ def test_loss_equals_hand_mse(tmp_path):
     start(mean_method, mean_method.stages()[1], tmp_path)
     mean_method.load_state_dict(method.state_dict())
     mean_method.train()
-    assert torch.allclose(mean_method.training_step(batch, student)["loss"], loss / 4, rtol=1e-4)
+    assert torch.allclose(mean_method.training_step(batch, student).losses["loss"], loss / 4, rtol=1e-4)
 
 
 def test_no_copy_ablation_keeps_fresh_student(tmp_path):

@@ -180,7 +180,7 @@ def test_shape_trace_small_run_and_full_size_arithmetic():
 
 def step(method, batch):
     method.train()
-    losses = method.training_step(batch, method.stages()[0])
+    losses = method.training_step(batch, method.stages()[0]).losses
     losses["loss"].backward()
     return losses
 
@@ -220,7 +220,7 @@ def test_total_is_the_weighted_sum_with_option_weights():
     torch.manual_seed(0)
     method = make("method.options.tgsa_inter_weight=0.25", "method.options.csa_inter_weight=0.5",
                   "method.options.purifier_weight=0.3").eval()  # eval: no dropout, fixed BN stats
-    losses = method.training_step(make_batch(), method.stages()[0])
+    losses = method.training_step(make_batch(), method.stages()[0]).losses
     weights = {"id": 1, "triplet": 1, "discriminator": 1, "confuser": 1, "purifier_entropy": 0.3,
                "purifier_centroid": 0.3, "tgsa_intra": 1, "tgsa_inter": 0.25, "csa_intra": 1, "csa_inter": 0.5,
                "csa_set_intra": 1, "csa_set_inter": 0.5}
@@ -254,11 +254,13 @@ def test_branches_start_from_one_pretrained_file(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     method = make(f"model.pretrained={path}")
     shared, specific = method.backbone["shared"], method.backbone["specific"]
+    assert {k.split(".")[0] for k in specific.state_dict()} == {"layer3", "layer4"}  # keep_stages: layer3-4 only
     for layer in ("layer3", "layer4"):
-        for (name, a), b in zip(getattr(source, layer).state_dict().items(), specific[layer].state_dict().values()):
+        branch = getattr(specific, layer)
+        for (name, a), b in zip(getattr(source, layer).state_dict().items(), branch.state_dict().values()):
             assert torch.equal(a, b), name
-        assert torch.equal(getattr(shared, layer)[0].conv1.weight, specific[layer][0].conv1.weight)
-        assert getattr(shared, layer)[0].conv1.weight is not specific[layer][0].conv1.weight  # separate copies
+        assert torch.equal(getattr(shared, layer)[0].conv1.weight, branch[0].conv1.weight)
+        assert getattr(shared, layer)[0].conv1.weight is not branch[0].conv1.weight  # separate copies
     assert torch.equal(shared.conv1.weight, source.conv1.weight)
 
 
@@ -275,7 +277,7 @@ def test_bad_batches_and_contradictory_options():
     odd = make_batch(ids=3, k=2)
     with pytest.raises(UserError, match="in half"):
         method.training_step(odd, method.stages()[0])
-    assert torch.isfinite(make("method.options.tgsa=false").training_step(odd, method.stages()[0])["loss"])
+    assert torch.isfinite(make("method.options.tgsa=false").training_step(odd, method.stages()[0]).losses["loss"])
     with pytest.raises(UserError, match="ids_per_batch=5 is odd"):
         make("train.ids_per_batch=5")
     with pytest.raises(UserError, match="data.modalities"):

@@ -1,5 +1,6 @@
-"""No import circles between crossreid's modules: every import (at module level or inside a
-function) and every ``importlib.import_module("crossreid...")`` string counts as an edge."""
+"""No import circles between crossreid's modules, and no import from a lower layer back up
+(methods -> engine): every import (at module level, inside a function or under
+``TYPE_CHECKING``) and every ``importlib.import_module("crossreid...")`` string counts as an edge."""
 
 from __future__ import annotations
 
@@ -68,6 +69,47 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if cycle:
                 return cycle
     return None
+
+
+# A layer and the layers above it that it never imports: a method gets what it needs from the
+# engine through its stage context and step output, never by importing it.
+UPWARD = {
+    "crossreid.models": ("crossreid.methods", "crossreid.engine", "crossreid.retrieval"),
+    "crossreid.methods": ("crossreid.engine", "crossreid.retrieval", "crossreid.experiment", "crossreid.report"),
+}
+# Leaf modules every layer may use; they import nothing of crossreid but each other.
+LEAVES = ("crossreid.errors", "crossreid.io", "crossreid.modality", "crossreid.registry", "crossreid.distributed",
+          "crossreid.tensor_cache")
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, import) pairs that break the layering: a lower layer importing an upper one, or
+    a leaf importing anything but a leaf."""
+    bad = []
+    for module, deps in graph.items():
+        for dep in deps:
+            above = any(within(module, low) and any(within(dep, up) for up in ups) for low, ups in UPWARD.items())
+            if above or (module in LEAVES and dep not in LEAVES):
+                bad.append((module, dep))
+    return sorted(bad)
+
+
+def test_the_layer_check_finds_upward_imports():
+    graph = {"crossreid.methods.smmd": {"crossreid.engine.distributed", "crossreid.models"},
+             "crossreid.distributed": {"crossreid.config"}, "crossreid.engine.trainer": {"crossreid.methods"}}
+    assert upward_imports(graph) == [("crossreid.distributed", "crossreid.config"),
+                                     ("crossreid.methods.smmd", "crossreid.engine.distributed")]
+
+
+def test_no_import_from_a_lower_layer_back_up():
+    modules = module_names()
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert all(leaf in modules for leaf in LEAVES)
+    assert upward_imports(graph) == []
 
 
 def test_the_cycle_finder_finds_cycles():

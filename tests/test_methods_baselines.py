@@ -10,6 +10,7 @@ import torch
 
 from crossreid.config import load_config, resolve_config
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, normalize
+from crossreid.engine.trainer import learning_rates
 from crossreid.errors import UserError
 from crossreid.losses import WeightedRegularizedTriplet
 from crossreid.methods import Batch, build_method
@@ -36,7 +37,7 @@ def make_batch(modalities=(RGB, DEPTH), rows: int = 4, seed: int = 0) -> Batch:
 
 def step(method, batch):
     method.train()
-    losses = method.training_step(batch, method.stages()[0])
+    losses = method.training_step(batch, method.stages()[0]).losses
     assert torch.isfinite(losses["loss"])
     losses["loss"].backward()
     return losses
@@ -159,19 +160,21 @@ def test_agw_nonlocal_positions_and_identity_init():
 def test_agw_loss_is_ce_plus_wrt_and_lr_groups():
     method = make("agw", "optim.backbone_lr_scale=0.1", "optim.lr=0.1", "loss.triplet_weight=2.0")
     batch = make_batch()
-    losses = method.training_step(batch, method.stages()[0])
+    losses = method.training_step(batch, method.stages()[0]).losses
     assert "triplet" not in losses
     torch.testing.assert_close(losses["loss"], losses["id"] + 2.0 * losses["wrt"])
     features = method.forward_batch(batch).features
     torch.testing.assert_close(losses["wrt"], WeightedRegularizedTriplet()(features, batch.labels))
-    groups = {g["name"]: g for g in method.param_groups(method.stages()[0])}
+    optim = load_config(None, ["optim.backbone_lr_scale=0.1", "optim.lr=0.1"]).optim   # the engine sets the lrs
+    groups = {g["name"]: g for g in learning_rates(method.param_groups(method.stages()[0]), method.stages()[0], optim)}
     names = {id(p): n for n, p in method.named_parameters()}
     backbone = {names[id(p)] for p in groups["backbone"]["params"]}
     assert groups["backbone"]["lr"] == pytest.approx(0.01) and groups["head"]["lr"] == pytest.approx(0.1)
     assert "backbone.stems.depth.conv1.weight" in backbone
     assert "backbone.shared.nonlocal_blocks.layer3_0.g.weight" in backbone
     assert all(n.startswith("head.") for n in map(names.get, map(id, groups["head"]["params"])))
-    assert "triplet" in make("agw", "method.options.triplet=batch_hard").training_step(batch, method.stages()[0])
+    batch_hard = make("agw", "method.options.triplet=batch_hard")
+    assert "triplet" in batch_hard.training_step(batch, method.stages()[0]).losses
 
 
 def test_agw_test_features():

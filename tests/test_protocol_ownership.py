@@ -26,7 +26,7 @@ class Embeds:
 def catalog(name="synthetic", n_ids=4, cams=(1, 2)):
     samples = [Sample(Path(f"{m.value}/{p}_{c}.png"), p, c, m, frame=f"{p}-{c}")
                for p in range(n_ids) for c in cams for m in (Modality.RGB, Modality.DEPTH)]
-    return Catalog(name, Path("."), query=samples, gallery=list(samples))
+    return Catalog(Path("."), name=name, query=samples, gallery=list(samples))
 
 
 def features(cat, seed=0):
@@ -168,7 +168,7 @@ def test_report_describes_the_protocol_each_result_used():
 def sysu_catalog():
     query = [Sample(Path(f"cam{c}/{p:04d}/0001.jpg"), p, c, Modality.IR) for p in (1, 2) for c in (3, 6)]
     gallery = [Sample(Path(f"cam{c}/{p:04d}/0001.jpg"), p, c, Modality.RGB) for p in (1, 2) for c in (1, 4)]
-    return Catalog("sysu_mm01", Path("."), query=query, gallery=gallery)
+    return Catalog(Path("."), name="sysu_mm01", query=query, gallery=gallery)
 
 
 def sysu_features():

@@ -19,7 +19,7 @@ def rgbd_catalog(n_ids=4, cams=(1, 2, 3), frames=2):
     """Every (pid, cam, frame) has an RGB and a depth image sharing camera and frame."""
     samples = [Sample(Path(f"{m.value}/{p}_{c}_{f}.png"), p, c, m, frame=f"{p}-{c}-{f}")
                for p in range(n_ids) for c in cams for f in range(frames) for m in (Modality.RGB, Modality.DEPTH)]
-    return Catalog("toy", Path("."), query=samples, gallery=list(samples))
+    return Catalog(Path("."), name="toy", query=samples, gallery=list(samples))
 
 
 def test_registry():

@@ -99,7 +99,7 @@ def small() -> tuple[Catalog, np.ndarray]:
                for w, m, table in (("vis", Modality.RGB, VIS), ("nir", Modality.IR, NIR))
                for (p, c), x in table.items()]
     feats = np.array([[float(s.frame)] for s in samples], dtype=np.float32)
-    return Catalog("llcm", Path("."), query=samples, gallery=list(samples)), feats
+    return Catalog(Path("."), name="llcm", query=samples, gallery=list(samples)), feats
 
 
 def test_hand_worked_ir_to_vis():

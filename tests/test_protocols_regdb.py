@@ -39,7 +39,7 @@ def test_real_trial_both_directions(tmp_path, trial):
 def catalog(visible: dict[str, int], thermal: dict[str, int]) -> Catalog:
     samples = [Sample(Path(f"Visible/{name}.bmp"), pid, 1, Modality.RGB, frame=name) for name, pid in visible.items()]
     samples += [Sample(Path(f"Thermal/{name}.bmp"), pid, 2, Modality.IR, frame=name) for name, pid in thermal.items()]
-    return Catalog("regdb", Path("."), query=samples, gallery=list(samples))
+    return Catalog(Path("."), name="regdb", query=samples, gallery=list(samples))
 
 
 def test_hand_worked_image_level_cmc():

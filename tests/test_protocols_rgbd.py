@@ -52,7 +52,7 @@ def small() -> tuple[Catalog, np.ndarray]:
     samples = [Sample(Path(f"{m.value}/images/{f}.jpg"), pid, cam, m, frame=f, sequence=f"{pid}_{cam}")
                for f, (pid, cam, _) in FRAMES.items() for m in (Modality.RGB, Modality.DEPTH)]
     feats = np.array([[FRAMES[s.frame][2]] for s in samples], dtype=np.float32)
-    return Catalog("biwi", Path("."), query=samples, gallery=list(samples)), feats
+    return Catalog(Path("."), name="biwi", query=samples, gallery=list(samples)), feats
 
 
 def test_hand_worked_paired_frame_excluded():

@@ -185,7 +185,7 @@ def test_validation_scores_held_out_ids_with_the_agw_draw(small):
 
     (small / "exp" / "rand_perm_cam.mat").unlink()
     cat = load_dataset("sysu_mm01", small, hold_out_val=True)
-    val = Catalog(cat.name, cat.root, query=cat.val, gallery=cat.val)
+    val = Catalog(cat.root, name=cat.name, query=cat.val, gallery=cat.val)
     feats = np.ones((len(val.query), 2), dtype=np.float32)
     (res,) = evaluate_directions(Embeds(), val, None, None, ["ir->rgb"], features=(feats, feats),
                                  validation=True).values()

@@ -44,9 +44,9 @@ def make_batch(rows: int = 4, seed: int = 0, labels=None) -> Batch:
 def step(method, batch):
     stage = method.stages()[0]
     method.train()
-    losses = method.training_step(batch, stage)
-    method.after_step(batch, stage)
-    return losses
+    output = method.training_step(batch, stage)
+    method.after_step(batch, stage, output)
+    return output.losses
 
 
 def kl(p, q):
@@ -161,7 +161,7 @@ def test_mutual_term_is_zero_before_its_start_epoch():
     step(m, make_batch(seed=0))                      # fills the prototypes
     for epoch, active in ((0, False), (1, False), (2, True), (3, True)):
         m.on_epoch_start(stage, epoch)
-        losses = m.training_step(make_batch(seed=1), stage)
+        losses = m.training_step(make_batch(seed=1), stage).losses
         assert (losses["mutual"].item() > 0) == active, epoch
         parts = losses["id"] + losses["wrt"] + losses["prototype_ce"] + losses["self_mimic"] + losses["mutual"]
         assert losses["loss"].item() == pytest.approx(parts.item(), rel=1e-5)
@@ -172,13 +172,13 @@ def test_no_gradient_reaches_the_prototypes_but_the_classifier_learns_from_them(
     step(m, make_batch(seed=0))
     m.prototypes.features.requires_grad_(True)      # a leak would leave a gradient here
     m.zero_grad()
-    losses = m.training_step(make_batch(seed=1), m.stages()[0])
+    losses = m.training_step(make_batch(seed=1), m.stages()[0]).losses
     losses["loss"].backward()
     assert m.prototypes.features.grad is None
     assert losses["self_mimic"].item() > 0 and losses["mutual"].item() > 0
     # The prototype CE alone trains the shared classifier ("distinguishable" prototypes).
     m.zero_grad()
-    m.training_step(make_batch(seed=1), m.stages()[0])["prototype_ce"].backward()
+    m.training_step(make_batch(seed=1), m.stages()[0]).losses["prototype_ce"].backward()
     assert m.head.classifier.weight.grad.abs().sum() > 0 and m.prototypes.features.grad is None
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.backbone.parameters())
 
@@ -246,7 +246,7 @@ def test_tiny_fit_logs_every_term_and_fills_the_memory(tmp_path, tiny_root):
 
 def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
     from crossreid.data.pipeline import ImageStore
-    from crossreid.methods import StageContext
+    from crossreid.engine.trainer import stage_context
 
     catalog = load_dataset("generic", tiny_root)
     cfg = load_config(None, TINY)
@@ -254,7 +254,7 @@ def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
     store = ImageStore([s for s in catalog.train if s.modality in (RGB, IR)], 32, 16,
                        depth_encoding=cfg.data.depth_encoding)
     m.train()
-    m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=False))
+    m.on_stage_start(m.stages()[0], stage_context(m, store, torch.device("cpu"), resumed=False))
     assert m.training and m.prototypes.filled.all()
     m.eval()
     rows = [i for i, s in enumerate(store.samples) if s.pid == catalog.train_pids[1] and s.modality == IR]
@@ -262,7 +262,7 @@ def test_class_mean_init_is_one_eval_pass(tmp_path, tiny_root):
         want = m.forward_images(normalize(store.batch(rows)), IR).features.mean(0)
     assert torch.allclose(m.prototypes.features[1, 1], want, atol=1e-5)
     before = m.prototypes.features.clone()
-    m.on_stage_start(m.stages()[0], StageContext(store, torch.device("cpu"), tmp_path, resumed=True))
+    m.on_stage_start(m.stages()[0], stage_context(m, store, torch.device("cpu"), resumed=True))
     assert torch.equal(m.prototypes.features, before)  # a resumed stage keeps its checkpointed memory
 
 
@@ -331,8 +331,8 @@ from crossreid.engine.trainer import Trainer
 root, out, *overrides = sys.argv[1:]
 trainer = Trainer(load_config(None, overrides), out + "/run", load_dataset("generic", root), progress=False)
 m, after_step, seen = trainer.method, trainer.method.after_step, []
-def spy(batch, stage):  # the memory after each step (the end of fit broadcasts rank 0's weights)
-    after_step(batch, stage)
+def spy(batch, stage, output):  # the memory after each step (the end of fit broadcasts rank 0's weights)
+    after_step(batch, stage, output)
     seen.append((m.prototypes.features.clone(), m.prototypes.filled.clone(), batch.labels.clone()))
 m.after_step = spy
 trainer.fit()

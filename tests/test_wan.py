@@ -21,7 +21,9 @@ from crossreid.data.samples import Sample
 from crossreid.engine.checkpoint import load_checkpoint
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
-from crossreid.methods import Batch, StageContext, build_method
+from crossreid.engine.trainer import stage_context
+from crossreid.methods import Batch, build_method
+from crossreid.methods.step import LossTerms
 from crossreid.methods.wan_fusion import dynamic_weights, fuse, fusion_weights
 from crossreid.modality import Modality
 from crossreid.reproduce import load_set
@@ -45,7 +47,7 @@ def pool() -> list[Sample]:
 
 def start(method):
     stage = method.stages()[0]
-    method.on_stage_start(stage, StageContext(SimpleNamespace(samples=pool()), torch.device("cpu"), Path("."), False))
+    method.on_stage_start(stage, stage_context(method, SimpleNamespace(samples=pool()), torch.device("cpu")))
     return stage
 
 
@@ -95,8 +97,7 @@ def test_memory_update_by_hand_through_the_method():
     method.train()
     b1, b2 = batch(0), batch(1)
     feats1 = method.forward_batch(b1).features.detach()
-    method.training_step(b1, stage)
-    method.after_step(b1, stage)
+    method.after_step(b1, stage, method.training_step(b1, stage))
     # views: ('ir', 3) -> 0, ('rgb', 1) -> 1, ('rgb', 2) -> 2
     mem = method.memory
     torch.testing.assert_close(mem.features[0, 1], feats1[0])
@@ -104,8 +105,7 @@ def test_memory_update_by_hand_through_the_method():
     torch.testing.assert_close(mem.features[0, 0], feats1[4:6].mean(0))     # two IR rows of id 0, one view
     assert mem.filled[:2, :3].all() and not mem.filled[2].any() and not mem.filled[:, 3:].any()
     feats2 = method.forward_batch(b2).features.detach()
-    method.training_step(b2, stage)
-    method.after_step(b2, stage)
+    method.after_step(b2, stage, method.training_step(b2, stage))
     torch.testing.assert_close(mem.features[0, 0], 0.75 * feats1[4:6].mean(0) + 0.25 * feats2[4:6].mean(0))
     torch.testing.assert_close(mem.features[1, 1], 0.75 * feats1[2] + 0.25 * feats2[2])
 
@@ -152,9 +152,8 @@ def test_no_gradient_into_teachers():
                   "method.options.fusion_id_weight=0", "method.options.dynamic_weight=none")
     stage = start(method)
     method.train()
-    method.training_step(batch(0), stage)
-    method.after_step(batch(0), stage)                 # the memory teacher exists from the next step on
-    losses = method.training_step(batch(1), stage)
+    method.after_step(batch(0), stage, method.training_step(batch(0), stage))  # the memory teacher: from the next step
+    losses = method.training_step(batch(1), stage).losses
     assert losses["distill_fusion"] > 0 and losses["distill_memory"] > 0
     fused, features = [], []
     original = method.neck_logits
@@ -173,12 +172,12 @@ def test_distillation_matches_kl_by_hand():
                   "method.options.distill_temperature=2.0")
     student = torch.randn(4, 3)
     teacher = torch.randn(2, 3)
-    log: dict = {}
+    log = LossTerms()
     got = method.distillation(student, torch.tensor([0, 1, 2, 0]), [("fusion", torch.tensor([1, 3]), teacher)], log)
     p_t = (teacher / 2).softmax(1)
     kl = (p_t * (p_t.log() - (student[[1, 3]] / 2).log_softmax(1))).sum(1) * 4
     assert float(got) == pytest.approx(float(kl.sum() / 4), rel=1e-5)
-    assert float(log["weight_fusion"]) == pytest.approx(0.5)   # 2 of 4 rows have a teacher
+    assert float(log.values["weight_fusion"]) == pytest.approx(0.5)   # 2 of 4 rows have a teacher
 
 
 # ------------------------------------------------------------------ inference

@@ -196,16 +196,17 @@ def test_published_names_are_torchvisions():
 PAPER = ["agw_sysu", "agw_regdb", "idkl_sysu", "idkl_regdb", "idkl_llcm", "smmd_sysu", "smmd_regdb", "wan_sysu",
          "wan_regdb", "hafner_biwi", "hafner_robotpku", "one_stream_biwi", "two_stream_biwi", "zero_padding_biwi",
          "one_stream_robotpku", "two_stream_robotpku", "zero_padding_robotpku"]
+REAL_IMAGES = PAPER + ["own_data_vi"]  # configs for real images start from ImageNet too
 
 
 def test_paper_configs_start_from_imagenet_and_unset_is_refused_on_real_data():
     from crossreid.config import packaged_config_names
 
-    assert set(PAPER) | {n for n in packaged_config_names() if n.endswith("_synthetic") or n.startswith("demo")} \
+    assert set(REAL_IMAGES) | {n for n in packaged_config_names() if n.endswith("_synthetic") or n.startswith("demo")} \
         == set(packaged_config_names())
     for name in packaged_config_names():
         cfg = load_config(resolve_config(name))
-        assert cfg.model.pretrained == ("imagenet" if name in PAPER else None), name
+        assert cfg.model.pretrained == ("imagenet" if name in REAL_IMAGES else None), name
         check_init(load_config(resolve_config(name), ["model.pretrained=none"]))
     with pytest.raises(UserError, match="model.pretrained is unset for dataset sysu_mm01: set model.pretrained=imagenet"):
         check_init(load_config(resolve_config("agw_sysu"), ["model.pretrained=null"]))

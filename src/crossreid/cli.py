@@ -124,9 +124,9 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
               quiet: bool) -> None:
     """Train a method. CONFIG is a YAML file or a shipped config name (listed below); KEY=VALUE
     overrides a setting, e.g. data.root=/data/mine train.epochs=30. Paths are saved absolute."""
+    from crossreid import distributed as D
     from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
-    from crossreid.engine import distributed as D
     from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
     from crossreid.io import write_json

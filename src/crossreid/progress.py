@@ -31,9 +31,10 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                 file=file)
 
 
-def write(message: str) -> None:
-    """Print a line between progress bars (on a terminal, above the running bar)."""
-    tqdm.write(message)
+def write(message: str, err: bool = False) -> None:
+    """Print a line between progress bars (on a terminal, above the running bar); ``err``: to
+    stderr, for what is a log rather than output (stdout stays clean for tables)."""
+    tqdm.write(message, file=sys.stderr if err else None)
 
 
 class PlainProgress:

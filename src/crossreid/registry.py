@@ -3,7 +3,9 @@
 A registry knows nothing of its plugins. Each plugin module registers itself with its
 kind's decorator (``register_dataset``, ``register_protocol``, ``register_method``); the
 package that owns the kind imports its built-in plugin modules in its ``__init__`` (one
-line each), so a lookup always sees them and no module imports its plugins back.
+line each), so a lookup always sees them and no module imports its plugins back. The
+name given to the decorator is the plugin's only name: the decorator stamps it on the
+registered class (``cls.name``), and nothing writes it a second time.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ class Registry(Generic[T]):
         return entry
 
     def decorator(self, name: str, make: Callable[[T], object] | None = None) -> Callable[[T], T]:
-        """``@registry.decorator(name)``: register the decorated object (or ``make(obj)``), return it."""
+        """``@registry.decorator(name)``: register the decorated object (or ``make(obj)``), return it.
+        A decorated class gets ``name`` as its ``name`` attribute; one that writes its own is an error."""
         def wrap(obj: T) -> T:
+            if isinstance(obj, type):
+                if "name" in vars(obj):
+                    raise ValueError(f"{self.kind} {name!r}: {obj.__name__} sets its own 'name'; remove it, "
+                                     "the registration names it")
+                obj.name = name  # type: ignore[attr-defined]
             self.add(name, make(obj) if make else obj)  # type: ignore[arg-type]
             return obj
         return wrap

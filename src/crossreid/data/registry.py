@@ -31,6 +31,12 @@ class DatasetEntry:
     val_protocol: str
     shared_cameras: bool = False  # one camera id = one physical camera across rgb and ir (LLCM)
 
+    def load(self, root: Path, **options: Any) -> Catalog:
+        """The loader's catalog, named by the registration (the one place a dataset's name is written)."""
+        catalog = self.loader(root, **options)
+        catalog.name = self.name
+        return catalog
+
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
@@ -71,8 +77,7 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, **options: Any) -> Catalog:
-    entry = get_entry(name)
-    return entry.loader(resolve_root(name, root), **options)
+    return get_entry(name).load(resolve_root(name, root), **options)
 
 
 def dataset_protocol(name: str, validation: bool = False) -> str:

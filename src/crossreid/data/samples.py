@@ -40,15 +40,16 @@ class Catalog:
 
     ``train`` feeds training; ``val`` (drawn from training identities, never test)
     feeds model selection; ``query`` and ``gallery`` feed protocols. Training labels
-    are mapped explicitly from the sorted training person ids.
+    are mapped explicitly from the sorted training person ids. ``name`` is the dataset's
+    registered name: ``load_dataset`` sets it, loaders leave it out.
     """
 
-    name: str
     root: Path
     train: list[Sample] = field(default_factory=list)
     val: list[Sample] = field(default_factory=list)
     query: list[Sample] = field(default_factory=list)
     gallery: list[Sample] = field(default_factory=list)
+    name: str = field(default="", kw_only=True)
 
     @property
     def modalities(self) -> list[Modality]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig
-from crossreid.engine import distributed as D
 from crossreid.engine.checkpoint import load_checkpoint, save_checkpoint
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.state import capture_rng, check_same_config, config_hash, resume_view

@@ -15,7 +15,7 @@ import random
 import numpy as np
 import torch
 
-from crossreid.engine import distributed as D
+from crossreid import distributed as D
 
 
 def setup_process(train) -> D.Dist:

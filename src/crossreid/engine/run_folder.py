@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig, dump_config
-from crossreid.engine import distributed as D
 from crossreid.engine.logging import MetricLog
 from crossreid.errors import UserError
 from crossreid.io import write_text

@@ -21,17 +21,17 @@ files, logs and draws progress bars.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import torch
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
-from crossreid.engine import distributed as D
-from crossreid.engine.cache import TensorCache
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.process import RandomStream
@@ -42,11 +42,15 @@ from crossreid.engine.validator import Validator
 from crossreid.errors import UserError
 from crossreid.io import cache_dir
 from crossreid.methods import Batch, Method, Stage, StageContext, build_method
-from crossreid.models.weights import recording_loads
+from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
+from crossreid.models.weights import recording_loads
 from crossreid.progress import progress_bar, write
+from crossreid.retrieval.extract import embed_rows
+from crossreid.tensor_cache import TensorCache
 
-__all__ = ["EpochPoint", "Position", "Trainer", "load_optimizer_state", "lr_factor", "make_optimizer"]
+__all__ = ["EpochPoint", "Position", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
+           "make_optimizer", "stage_context"]
 
 
 def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -64,12 +68,29 @@ def make_optimizer(groups: list[dict], cfg: RunConfig, fused: bool | None = None
     return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
 
 
+def learning_rates(groups: list[dict], stage: Stage, optim) -> list[dict]:
+    """The method's parameter groups (``Method.param_groups``) with their learning rates: the
+    stage's (default ``optim.lr``), times ``optim.backbone_lr_scale`` for the trunk (``backbone``)."""
+    lr = stage.lr or optim.lr
+    return [{**g, "lr": lr * optim.backbone_lr_scale if g["name"] == "backbone" else lr} for g in groups]
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load a checkpoint's optimiser state but keep this optimiser's fused / per-tensor choice,
     which belongs to the machine, not the run (torch would take the checkpoint's)."""
     ours = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
     groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], ours)]
     optimizer.load_state_dict({**state, "param_groups": groups})
+
+
+def stage_context(method: Method, store: ImageStore, device: torch.device, resumed: bool = False,
+                  cache: TensorCache | None = None, dist: D.Dist = D.Dist(), batch_size: int = 128,
+                  channels_last: bool = False) -> StageContext:
+    """The context a stage of ``method`` starts with: the training pool and the services a method
+    may call (the embedding service over ``store``, the tensor cache, the process group)."""
+    embed = functools.partial(embed_rows, method, store, batch_size=batch_size, device=device,
+                              channels_last=channels_last)
+    return StageContext(store, device, resumed, embed, cache, dist)
 
 
 class _Step(torch.nn.Module):
@@ -79,7 +100,7 @@ class _Step(torch.nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, stage: Stage) -> StepOutput:
         return self.method.training_step(batch, stage)
 
 
@@ -104,7 +125,7 @@ class Trainer:
             self.folder.trim_log([s.name for s in self.method.stages()], self.position.stage, self.position.epoch)
         self.log = self.folder.start(cfg, overwrite, resume)
         if not resume and self.dist.main:  # a resumed run keeps the init.json of its start
-            write(save_init(self.run_dir, cfg, self.init_loads))
+            write(save_init(self.run_dir, cfg, self.init_loads), err=True)
 
     def _device(self) -> torch.device:
         t = self.cfg.train
@@ -134,7 +155,7 @@ class Trainer:
                      disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
         self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
-        self.val_catalog = Catalog(catalog.name, catalog.root, query=val, gallery=val)
+        self.val_catalog = Catalog(catalog.root, query=val, gallery=val, name=catalog.name)
         self.val_store = ImageStore.for_data(val, cfg.data, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
         self.samplers = [self._sampler(si, stage) for si, stage in enumerate(self.method.stages())]
@@ -194,11 +215,12 @@ class Trainer:
         (DDP-wrapped) step module; returns (model, optimizer, base lrs, scaler)."""
         self._preload()
         resumed = pos.epoch > 0 or pos.step > 0
-        context = StageContext(self.store, self.device, self.run_dir, resumed, TensorCache(self.run_dir / "cache"))
-        self.method.on_stage_start(stage, context)
+        self.method.on_stage_start(stage, stage_context(
+            self.method, self.store, self.device, resumed, TensorCache(self.run_dir / "cache"), self.dist,
+            self.cfg.eval.batch_size, self.cfg.train.channels_last))
         for name, p in self.method.named_parameters():
             p.requires_grad_(not (stage.frozen and name.startswith(tuple(stage.frozen))))
-        optimizer = make_optimizer(self.method.param_groups(stage), self.cfg)
+        optimizer = make_optimizer(learning_rates(self.method.param_groups(stage), stage, self.cfg.optim), self.cfg)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.train.amp == "fp16")
         r: Resumed | None
@@ -280,17 +302,21 @@ class Trainer:
         return {**means, "images_per_s": here / elapsed if here else 0.0}
 
     def step(self, model, batch: Batch, stage: Stage, optimizer, scaler) -> dict[str, torch.Tensor]:
-        """One optimiser step, then the method's ``after_step`` hook (memory banks, EMA, prototypes)."""
+        """One optimiser step, then the method's ``after_step`` hook with the step's output (memory
+        banks, EMA, prototypes); returns the step's named losses."""
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.train.amp)
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            losses = model(batch, stage)
+            output = model(batch, stage)
+        if not isinstance(output, StepOutput):
+            raise TypeError(f"{type(self.method).__name__}.training_step returned {type(output).__name__}; "
+                            "declare the losses with LossTerms and return terms.output() (docs/extending.md)")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
+        scaler.scale(output.losses["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
         with torch.no_grad():
-            self.method.after_step(batch, stage)
-        return losses
+            self.method.after_step(batch, stage, output)
+        return output.losses
 
     def make_batch(self, indices: list[int], stage: Stage, mine: list[int]) -> Batch:
         """The input path: cached images of a global batch, augmented with the shared generator,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
-from crossreid.engine import distributed as D
 from crossreid.methods import Method, Stage
 from crossreid.retrieval.evaluate import evaluate_directions
 from crossreid.retrieval.extract import extract_features

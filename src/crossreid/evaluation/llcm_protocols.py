@@ -34,7 +34,6 @@ class LLCMProtocol(Protocol):
     """``query``/``gallery`` ir->rgb (default) or rgb->ir (also spelt ``direction="rgb->ir"``);
     ``gallery_draw`` ``sampled`` (official) or ``full``."""
 
-    name = "llcm"
     directions = DIRECTIONS
     exclusion = SAME_ID_AND_CAMERA
     fix = "load it with the llcm dataset (query and gallery pools hold both modalities)"

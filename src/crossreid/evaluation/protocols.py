@@ -41,8 +41,9 @@ Pair = tuple[Modality, Modality]
 
 
 class Protocol(ABC):
-    """Base class of every protocol: subclasses set ``name`` and ``directions``, call
-    :meth:`set_common` from ``__init__`` and implement ``trials``, which opens with :meth:`pools`.
+    """Base class of every protocol: subclasses set ``directions``, call :meth:`set_common` from
+    ``__init__`` and implement ``trials``, which opens with :meth:`pools`; ``name`` is the one
+    ``@register_protocol`` registers them under.
 
     Every protocol takes the same direction and scoring options: ``query`` and ``gallery``
     (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
@@ -51,7 +52,7 @@ class Protocol(ABC):
     re-ranking is never applied by a protocol.
     """
 
-    name: str = ""
+    name: str = ""  # set by @register_protocol
     directions: tuple[Pair, ...] | None = None
     distance: str = "euclidean"
     precision: str = "float64"

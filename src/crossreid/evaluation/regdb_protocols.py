@@ -27,7 +27,6 @@ class RegDBProtocol(Protocol):
     """``query``/``gallery`` rgb->ir (visible->thermal, default) or ir->rgb (also spelt
     ``direction="thermal->visible"``); one trial."""
 
-    name = "regdb"
     directions = DIRECTIONS
     exclusion = NO_EXCLUSION
     sampling = "none: the whole test set of the catalog's trial (loader option trial=1..10)"

@@ -45,7 +45,6 @@ def allowed_for_all(rule: ExclusionRule, catalog: Catalog, query: np.ndarray, ga
 class RGBDProtocol(Protocol):
     """``query``/``gallery`` modality (rgb, depth); ``exclude`` frame (default), sequence or camera."""
 
-    name = "rgbd"
     directions = DIRECTIONS
     fix = "load it with an RGB-D dataset (biwi, robotpku) whose pools hold both modalities"
 

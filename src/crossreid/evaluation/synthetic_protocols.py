@@ -22,7 +22,6 @@ class SyntheticProtocol(Protocol):
     ``trials`` seeded draws of ``gallery_per_id`` gallery images per identity.
     """
 
-    name = "synthetic"
     exclusion = SAME_CAMERA
     fix = "check the test split or choose other modalities"
 

@@ -60,8 +60,6 @@ class SysuOfficial(_SysuProtocol):
     """Official protocol: trial t (0-based) takes, per gallery camera and test id, the folder
     positions ``rand_perm_cam{cam}{pid}(t+1, 1:shots)``; gallery order is (cam, pid, draw)."""
 
-    name = "sysu_mm01"
-
     def __init__(self, mode: str = "all", shots: int = 1, perm_file: str | None = None, query: str | None = None,
                  gallery: str | None = None, distance: str = "euclidean", precision: str = "float64"):
         super().__init__(mode, query, gallery, distance, precision)
@@ -107,7 +105,6 @@ class SysuAGW(_SysuProtocol):
     (sorted) and per gallery camera (list order) one ``random.choice`` over the sorted folder;
     gallery order is (id, cam) as drawn."""
 
-    name = "sysu_mm01_agw"
     shots = 1
 
     def __init__(self, mode: str = "all", query: str | None = None, gallery: str | None = None,

@@ -30,7 +30,8 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import WeightedRegularizedTriplet
-from crossreid.methods.base import Batch, Stage, build_net, register_method, reid_losses
+from crossreid.methods.base import Batch, MethodSetup, Stage, build_net, register_method
+from crossreid.methods.step import LossTerms, StepOutput, reid_terms
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 from crossreid.models import ResNet
@@ -57,20 +58,19 @@ def nonlocal_positions(trunk: ResNet) -> dict[str, list[int]]:
     return out
 
 
-@register_method
+@register_method("agw")
 class AGW(RoutedMethod):
-    name = "agw"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        if cfg.model.head != "bnneck":
-            raise UserError(f"model.head={cfg.model.head!r}: agw needs the BNNeck head; set model.head=bnneck")
-        net = build_net(cfg, num_classes)
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        if setup.model.head != "bnneck":
+            raise UserError(f"model.head={setup.model.head!r}: agw needs the BNNeck head; set model.head=bnneck")
+        net = build_net(setup.model, setup.num_classes)
         trunk = net.backbone
         if self.options.non_local:
             trunk.add_nonlocal(nonlocal_positions(trunk), 1 if self.options.nonlocal_inter == "released" else None)
-        stems = nn.ModuleDict({m.value: trunk.make_stem() for m in modalities})
+        stems = nn.ModuleDict({m.value: trunk.make_stem() for m in self.modalities})
         trunk.keep_stages("layer1")  # the trunk's own stem lives on in the per-modality copies
         self.backbone = nn.ModuleDict({"stems": stems, "shared": trunk})
         self.pool, self.head = net.pool, net.head
@@ -82,14 +82,14 @@ class AGW(RoutedMethod):
     def shared(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return self.baseline_losses(self.forward_batch(batch), batch.labels)
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        return self.baseline_terms(self.forward_batch(batch), batch.labels).output()
 
-    def baseline_losses(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """AGW's losses of head outputs ``out``: CE + WRT (or batch-hard triplet); ``loss`` is their
-        weighted sum. Methods that extend AGW add their terms to these."""
+    def baseline_terms(self, out, labels: torch.Tensor) -> LossTerms:
+        """AGW's terms of head outputs ``out``: CE + WRT (or batch-hard triplet). Methods that
+        extend AGW add their terms to these."""
         metric_loss = None if self.options.triplet == "batch_hard" else ("wrt", self.wrt)
-        return reid_losses(out, labels, self.cfg.loss, metric_loss)
+        return reid_terms(out, labels, self.setup.loss, metric_loss)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         out = self.forward_images(images, modality)

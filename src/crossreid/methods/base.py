@@ -1,25 +1,26 @@
-"""What every method shares: the batch layout, stages, the registry, the network factory."""
+"""What every method shares: its setup, the batch layout, stages, the stage context, the registry,
+the network factory. A method's loss terms and step output live in ``step.py``."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
-
-from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from crossreid.distributed import Dist
 from crossreid.errors import UserError, explain_validation
+from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
 from crossreid.registry import Registry
 
 if TYPE_CHECKING:
-    from crossreid.config import RunConfig
+    from crossreid.config import LossConfig, ModelConfig, RunConfig
     from crossreid.data.pipeline import ImageStore
-    from crossreid.engine.cache import TensorCache
+    from crossreid.tensor_cache import TensorCache
 
 
 def parse_options(model: type[BaseModel], values: dict, method: str) -> BaseModel:
@@ -72,30 +73,67 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
-class StageContext:
-    """What the trainer hands a method when a stage starts."""
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method is built from: its own config sections and the few facts of the run it
+    checks, never the whole run config (optimiser, schedule, data and engine switches belong
+    to the engine). :func:`build_method` makes it from a config with :meth:`of`."""
 
-    store: "ImageStore"          # the training pool's decoded images
+    model: "ModelConfig"          # ``model.*``: the network ``build_net`` makes
+    loss: "LossConfig"            # ``loss.*``: weights, smoothing and margin of the re-ID terms
+    options: dict                 # ``method.options``, typed by the method's ``Options``
+    num_classes: int              # training identities
+    modalities: list[Modality]    # what the run trains on
+    epochs: int                   # ``train.epochs``: a stage's length unless the method sets its own
+    ids_per_batch: int            # ``train.ids_per_batch`` (P), for methods that split a batch's identities
+
+    @classmethod
+    def of(cls, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> "MethodSetup":
+        return cls(cfg.model, cfg.loss, dict(cfg.method.options), num_classes, list(modalities),
+                   cfg.train.epochs, cfg.train.ids_per_batch)
+
+
+class Embed(Protocol):
+    """The embedding service's signature (see :class:`StageContext`)."""
+
+    def __call__(self, rows: Sequence[int], fn: Callable[[torch.Tensor, Modality], torch.Tensor] | None = None
+                 ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the trainer hands a method when a stage starts: the training pool and the services
+    a method may call. A method needs nothing else of the engine: it never runs its own
+    extraction loop, writes files or asks the environment for its process group.
+
+    ``embed(rows, fn=None)``: float32 CPU features of training-pool rows ``rows``, through
+    ``fn(images, modality)`` (default ``method.embed``), in eval mode, batched
+    (``eval.batch_size``), on the device (``retrieval/extract.py``'s ``embed_rows``).
+    ``cache.get_or_compute(name, compute)``: tensors stored once per run (``cache/``).
+    """
+
+    store: "ImageStore"          # the training pool's decoded images (``store.samples``)
     device: torch.device
-    run_dir: Path                # for reference; methods store data through ``cache``, never write files
     resumed: bool                # True when the stage continues from a checkpoint mid-way
-    cache: "TensorCache | None" = None  # the run's tensor cache (get_or_compute(name, compute))
+    embed: Embed                 # the embedding service
+    cache: "TensorCache | None" = None  # the run's tensor cache
+    dist: Dist = Dist()          # this process's rank and world (``crossreid.distributed``)
 
 
 class Method(nn.Module, abc.ABC):
     """Base class: holds the networks, computes losses, says which net embeds which modality.
 
-    ``Options`` (a pydantic model) types the config's ``method.options``.
+    ``Options`` (a pydantic model) types the config's ``method.options``; ``name`` is the one
+    it is registered under (set by ``@register_method``).
     """
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> None:
+    def __init__(self, setup: MethodSetup) -> None:
         super().__init__()
-        self.cfg, self.num_classes, self.modalities = cfg, num_classes, modalities
-        self.options = parse_options(self.Options, cfg.method.options, self.name)
+        self.setup, self.num_classes, self.modalities = setup, setup.num_classes, list(setup.modalities)
+        self.options = parse_options(self.Options, setup.options, self.name)
         self.epoch = 0
 
     @property
@@ -113,24 +151,27 @@ class Method(nn.Module, abc.ABC):
         return m
 
     def stages(self) -> list[Stage]:
-        return [Stage("main", self.cfg.train.epochs)]
+        return [Stage("main", self.setup.epochs)]
 
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
         """Called before a stage's first epoch (e.g. copy teacher weights, cache targets)."""
 
     @abc.abstractmethod
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        """Losses of one batch; the key ``loss`` is the one optimised."""
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        """The loss terms of one batch, declared through ``LossTerms`` (``methods/step.py``):
+        ``return terms.output(**state)``; ``state`` holds what ``after_step`` needs."""
 
     def on_epoch_start(self, stage: Stage, epoch: int) -> None:
         """Called before each epoch (0-based within the stage), resumed ones included; the
         default records it as ``self.epoch`` for epoch-dependent losses (ramps, start epochs)."""
         self.epoch = epoch
 
-    def after_step(self, batch: Batch, stage: Stage) -> None:
+    def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
         """Called after each optimiser step, outside autograd, on every rank with that rank's
-        rows of the batch (memory banks, EMA, prototypes). State kept in registered buffers is
-        checkpointed and restored with the weights."""
+        rows of the batch and the step's ``output`` (what ``training_step`` returned: its
+        ``state`` holds the step's detached tensors), e.g. to fold features into a memory bank,
+        EMA or prototypes. State kept in registered buffers is checkpointed and restored with
+        the weights."""
 
     @abc.abstractmethod
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
@@ -148,9 +189,9 @@ class Method(nn.Module, abc.ABC):
         return [m for name, m in self.named_modules() if name.rpartition(".")[2] == "backbone"]
 
     def param_groups(self, stage: Stage) -> list[dict]:
-        """Parameter groups with their learning rates: heads at lr, backbones at lr × scale."""
-        optim = self.cfg.optim
-        lr = stage.lr or optim.lr
+        """The stage's trainable parameters in two named groups, ``backbone`` (what
+        ``backbone_modules`` holds) and ``head`` (the rest); the engine sets their learning
+        rates (the stage's, the trunk's × ``optim.backbone_lr_scale``)."""
         frozen = tuple(stage.frozen)
         trunk = {id(p) for m in self.backbone_modules() for p in m.parameters()}
         backbone, head = [], []
@@ -158,8 +199,7 @@ class Method(nn.Module, abc.ABC):
             if not p.requires_grad or (frozen and name.startswith(frozen)):
                 continue
             (backbone if id(p) in trunk else head).append(p)
-        groups = [{"params": backbone, "lr": lr * optim.backbone_lr_scale, "name": "backbone"},
-                  {"params": head, "lr": lr, "name": "head"}]
+        groups = [{"params": backbone, "name": "backbone"}, {"params": head, "name": "head"}]
         return [g for g in groups if g["params"]]
 
 
@@ -174,11 +214,10 @@ def parameters_from(module: nn.Module, first: str, prefix: str = "") -> list[str
     return [prefix + n for n in names[start:]]
 
 
-def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
-    """The configured re-ID network (backbone + pooling + head); ``overrides`` go to ``build_model``."""
+def build_net(m: "ModelConfig", num_classes: int, **overrides) -> nn.Module:
+    """The re-ID network ``model.*`` describes (backbone + pooling + head); ``overrides`` go to ``build_model``."""
     from crossreid.models import build_model
 
-    m = cfg.model
     kwargs = dict(arch=m.arch, num_classes=num_classes, last_stride=m.last_stride, pooling=m.pooling,
                   head=m.head, embedding_dim=m.embedding_dim, dropout=m.dropout, pretrained=m.pretrained,
                   pretrained_strict=m.pretrained_strict, base_width=m.base_width)
@@ -188,9 +227,10 @@ def build_net(cfg: "RunConfig", num_classes: int, **overrides) -> nn.Module:
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator; built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
-    return METHODS.decorator(cls.name)(cls)
+def register_method(name: str):
+    """``@register_method("name")``: registers a Method subclass under ``name``, which it stamps as
+    the class's ``name``. Built-in method modules are imported by ``crossreid.methods``' ``__init__``."""
+    return METHODS.decorator(name)
 
 
 def method_names() -> list[str]:
@@ -198,25 +238,5 @@ def method_names() -> list[str]:
 
 
 def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
-    return METHODS.get(cfg.method.name)(cfg, num_classes, modalities)
-
-
-
-def reid_losses(out, labels: torch.Tensor, loss_cfg, metric_loss: tuple[str, nn.Module] | None = None
-                ) -> dict[str, torch.Tensor]:
-    """Identity cross-entropy on the logits plus a metric loss on the features, weighted by
-    ``loss.id_weight`` and ``loss.triplet_weight``: the one place the re-ID loss weights apply.
-    ``metric_loss`` = (key, loss module) replaces the batch-hard triplet (AGW: ``("wrt", WRT)``)."""
-    from crossreid.losses import BatchHardTriplet, IdentityLoss
-
-    losses: dict[str, torch.Tensor] = {}
-    total = out.features.new_zeros((), dtype=torch.float32)
-    if loss_cfg.id_weight > 0:
-        losses["id"] = IdentityLoss(loss_cfg.label_smoothing)(out.logits.float(), labels)
-        total = total + loss_cfg.id_weight * losses["id"]
-    if loss_cfg.triplet_weight > 0:
-        key, loss = metric_loss or ("triplet", BatchHardTriplet(loss_cfg.triplet_margin))
-        losses[key] = loss(out.features.float(), labels)
-        total = total + loss_cfg.triplet_weight * losses[key]
-    losses["loss"] = total
-    return losses
+    """The configured method (``method.name``), built from its :class:`MethodSetup`: the one way to build one."""
+    return METHODS.get(cfg.method.name)(MethodSetup.of(cfg, num_classes, modalities))

@@ -24,8 +24,9 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import DistillationMSE
-from crossreid.methods.base import (Batch, Method, Stage, StageContext, build_net, parameters_from,
-                                   register_method, reid_losses)
+from crossreid.methods.base import (Batch, Method, MethodSetup, Stage, StageContext, build_net, parameters_from,
+                                   register_method)
+from crossreid.methods.step import LossTerms, StepOutput, reid_terms
 from crossreid.modality import Modality
 from crossreid.models import STAGES, GatedAttention
 
@@ -50,14 +51,13 @@ class Options(BaseModel):
     attention_pool: Literal["mean", "max"] = "mean"  # channel pooling (paper silent; our default)
 
 
-@register_method
+@register_method("cross_modal_distillation")
 class CrossModalDistillation(Method):
-    name = "cross_modal_distillation"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        o, modalities = self.options, self.modalities
         self.source, self.target = Modality.parse(o.source), Modality.parse(o.target)
         if self.source == self.target:
             raise UserError("method.options: source and target modalities must differ")
@@ -67,8 +67,8 @@ class CrossModalDistillation(Method):
                             "data.modalities or use a dataset that has them")
         if o.attention_stage not in STAGES[:-1]:
             raise UserError(f"method.options.attention_stage: {o.attention_stage!r} must be one of {STAGES[:-1]}")
-        self.teacher = build_net(cfg, num_classes)
-        self.student = build_net(cfg, num_classes)
+        self.teacher = build_net(setup.model, setup.num_classes)
+        self.student = build_net(setup.model, setup.num_classes)
         self.gate = GatedAttention(o.attention_pool) if o.attention else None
         self.mse = DistillationMSE(o.reduction)
         self._cache: torch.Tensor | None = None
@@ -80,7 +80,7 @@ class CrossModalDistillation(Method):
         return [self.source, self.target]
 
     def stages(self) -> list[Stage]:
-        o, epochs = self.options, self.cfg.train.epochs
+        o, epochs = self.options, self.setup.epochs
         frozen_student = self._frozen_student_names() if o.freeze else []
         return [
             Stage("teacher", o.teacher_epochs or epochs, modalities=[self.source], frozen=["student."],
@@ -143,25 +143,23 @@ class CrossModalDistillation(Method):
 
     @torch.no_grad()
     def _cache_targets(self, context: StageContext) -> None:
-        """Teacher embeddings of every source training image (test-time view), kept in the run's
-        cache under a key of the teacher's weights: a changed teacher gets a new entry."""
-        from crossreid.retrieval.extract import extract_features
-
+        """Teacher embeddings of every source training image (test-time view, the context's
+        embedding service), kept in the run's cache under a key of the teacher's weights: a
+        changed teacher gets a new entry."""
         rows = [i for i, s in enumerate(context.store.samples) if s.modality is self.source]
         name = f"teacher-targets-{self._teacher_key()}"
         cached = context.cache.get_or_compute(name, lambda: {
             "indices": torch.tensor(rows),
-            "targets": torch.from_numpy(extract_features(_TeacherEmbedder(self.teacher), context.store, rows,
-                                                         device=context.device))})
+            "targets": context.embed(rows, lambda images, _: self.teacher(images).embedding)})
         if cached["indices"].tolist() != rows:
             raise UserError(f"{context.cache.path(name)}: teacher-target cache does not match the training pool; "
                             "delete it")
         self._cache, self._cache_rows = cached["targets"], {r: k for k, r in enumerate(rows)}
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         if stage.name == "teacher":
-            return reid_losses(self.teacher(batch.images), batch.labels, self.cfg.loss)
+            return reid_terms(self.teacher(batch.images), batch.labels, self.setup.loss).output()
         src, tgt = batch.images[batch.block(self.source)], batch.images[batch.block(self.target)]
         guide = None
         if self.gate is not None:
@@ -176,8 +174,9 @@ class CrossModalDistillation(Method):
                 target = self._cache[[self._cache_rows[i] for i in src_rows]].to(embedding.device)
             else:
                 target = self.teacher(src).embedding
-        loss = self.mse(embedding.float(), target.float())
-        return {"mse": loss, "loss": loss}
+        terms = LossTerms()
+        terms.add("mse", self.mse(embedding.float(), target.float()))
+        return terms.output()
 
     def student_forward(self, images: torch.Tensor, guide: torch.Tensor | None = None):
         """G's forward; with attention, gated by ``guide`` (training) or by itself (test)."""
@@ -193,14 +192,3 @@ class CrossModalDistillation(Method):
         if self.check_modality(modality) == self.source:
             return self.teacher(images).embedding
         return self.student_forward(images).embedding
-
-
-class _TeacherEmbedder(nn.Module):
-    """Adapter so the feature extractor can run the teacher alone."""
-
-    def __init__(self, teacher: nn.Module) -> None:
-        super().__init__()
-        self.teacher = teacher
-
-    def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
-        return self.teacher(images).embedding

@@ -2,8 +2,9 @@
 
 Dual one-stream network: one trunk (``backbone.shared``: stem, layer1-2 shared by both
 branches, then the modality-shared layer3-4) and a second layer3-4 copy
-(``backbone.specific``), both initialised from the same ``model.pretrained`` file, last
-stride 1, both fed with both modalities. The specific branch's map goes through the
+(``backbone.specific``, a copy of the trunk cut with ``keep_stages("layer3", "layer4")``),
+both initialised from the same ``model.pretrained`` file, last stride 1, both fed with
+both modalities. The specific branch's map goes through the
 IN-guided purifier (``models/purifier.py``); both maps are GeM-pooled (p = 3) and get
 their own BNNeck (bias frozen at 0, weight 1 as released) and bias-free classifier.
 
@@ -33,7 +34,8 @@ from crossreid.alignment_losses import (check_aligned, confuser_labels, entropy_
                                         symmetric_kl)
 from crossreid.errors import UserError
 from crossreid.losses import BatchHardTriplet
-from crossreid.methods.base import Batch, Method, Stage, build_net, register_method
+from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method
+from crossreid.methods.step import LossTerms, StepOutput
 from crossreid.modality import Modality
 from crossreid.models import BNNeck, GeM
 from crossreid.models.purifier import InstanceNormPurifier, ModalityClassifier
@@ -65,18 +67,18 @@ def _neck(dim: int) -> BNNeck:
     return neck
 
 
-@register_method
+@register_method("idkl")
 class IDKL(Method):
-    name = "idkl"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        modalities, num_classes = self.modalities, self.num_classes
         if Modality.RGB not in modalities or len(modalities) != 2:
             names = ", ".join(m.value for m in modalities)
             raise UserError(f"data.modalities=[{names}]: idkl trains on visible and one other (infrared) "
                             "modality; set data.modalities=[rgb, ir]")
-        m = cfg.model
+        m = setup.model
         if (m.pooling, m.head, m.embedding_dim) != ("gem", "bnneck", None):
             raise UserError(f"model.pooling={m.pooling}, model.head={m.head}, model.embedding_dim={m.embedding_dim}: "
                             "idkl has GeM (p = 3) and BNNecks on the 2048/512-d maps; set model.pooling=gem, "
@@ -84,12 +86,12 @@ class IDKL(Method):
         self.visible = Modality.RGB
         self.infrared = next(m for m in modalities if m is not Modality.RGB)
         o = self.options
-        if o.tgsa and cfg.train.ids_per_batch % 2:
+        if o.tgsa and setup.ids_per_batch % 2:
             raise UserError(f"method.options.tgsa=true splits the batch's identities in half, but "
-                            f"train.ids_per_batch={cfg.train.ids_per_batch} is odd; use an even number "
+                            f"train.ids_per_batch={setup.ids_per_batch} is odd; use an even number "
                             "(released: 12) or set method.options.tgsa=false")
-        trunk = build_net(cfg, num_classes).backbone     # loads model.pretrained once
-        specific = nn.ModuleDict({"layer3": copy.deepcopy(trunk.layer3), "layer4": copy.deepcopy(trunk.layer4)})
+        trunk = build_net(m, num_classes).backbone     # loads model.pretrained once
+        specific = copy.deepcopy(trunk).keep_stages("layer3", "layer4")
         self.backbone = nn.ModuleDict({"shared": trunk, "specific": specific})
         dim = trunk.out_channels
         self.pool = GeM(p=3.0, eps=1e-6)
@@ -100,7 +102,7 @@ class IDKL(Method):
         self.classifier_purifier = nn.Linear(dim, num_classes, bias=False) if o.purifier else None
         self.discriminator = ModalityClassifier(dim) if o.modality_losses else None
         self.confuser = ModalityClassifier(dim) if o.modality_losses else None
-        self.triplet = BatchHardTriplet(cfg.loss.triplet_margin)
+        self.triplet = BatchHardTriplet(setup.loss.triplet_margin)
 
     # ------------------------------------------------------------------ network
     def front(self, images: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,7 @@ class IDKL(Method):
         return self.backbone["shared"].forward_stages(x2, "layer3", "layer4")
 
     def specific_branch(self, x2: torch.Tensor) -> torch.Tensor:
-        return self.backbone["specific"]["layer4"](self.backbone["specific"]["layer3"](x2))
+        return self.backbone["specific"](x2)
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         self.check_modality(modality)
@@ -151,44 +153,42 @@ class IDKL(Method):
         row = torch.arange(len(batch.labels), device=batch.labels.device) % batch.rows
         return vis, ir, infrared, row, k
 
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        o, loss_cfg = self.options, self.cfg.loss
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        o, loss_cfg = self.options, self.setup.loss
         vis, ir, infrared, row, k = self.layout(batch)
         if o.tgsa and (batch.rows // k < 2 or (batch.rows // k) % 2):
             raise UserError(f"idkl: TGSA splits each modality's {batch.rows // k} identities in half; "
                             "use an even train.ids_per_batch per process, or method.options.tgsa=false")
         out, y = self.forward_train(batch.images), batch.labels
-        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        terms = LossTerms()
         f_sh, f_sp = out["f_shared"].float(), out["f_specific"].float()
         z_sh, z_sp = out["z_shared"].float(), out["z_specific"].float()
-        terms["id"] = (loss_cfg.id_weight, F.cross_entropy(z_sh, y, label_smoothing=loss_cfg.label_smoothing)
-                       + F.cross_entropy(z_sp, y, label_smoothing=loss_cfg.label_smoothing))
-        terms["triplet"] = (loss_cfg.triplet_weight, self.triplet(f_sh, y) + self.triplet(f_sp, y))
-        if o.modality_losses:
-            terms["discriminator"] = (1.0, F.cross_entropy(self.discriminator(out["bn_specific"]).float(),
-                                                           infrared.long()))
-            terms["confuser"] = (1.0, F.cross_entropy(self.confuser(out["bn_shared"]).float(),
-                                                      confuser_labels(infrared, row)))
+        terms.add("id", F.cross_entropy(z_sh, y, label_smoothing=loss_cfg.label_smoothing)
+                  + F.cross_entropy(z_sp, y, label_smoothing=loss_cfg.label_smoothing), loss_cfg.id_weight)
+        terms.add("triplet", self.triplet(f_sh, y) + self.triplet(f_sp, y), loss_cfg.triplet_weight)
+        if o.modality_losses:  # weight 1, as released
+            terms.add("discriminator", F.cross_entropy(self.discriminator(out["bn_specific"]).float(), infrared.long()))
+            terms.add("confuser", F.cross_entropy(self.confuser(out["bn_shared"]).float(),
+                                                  confuser_labels(infrared, row)))
         if self.purifier is not None:
             logits = self.classifier_purifier(self.pool(out["x_specific"])).float()
             masked = self.classifier_purifier(self.pool(out["x_masked"])).float()
-            terms["purifier_entropy"] = (o.purifier_weight, entropy_margin_loss(logits, masked, o.purifier_margin))
-            terms["purifier_centroid"] = (o.purifier_weight, modality_centroid_hinge(
-                self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin))
+            terms.add("purifier_entropy", entropy_margin_loss(logits, masked, o.purifier_margin), o.purifier_weight)
+            terms.add("purifier_centroid", modality_centroid_hinge(
+                self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin), o.purifier_weight)
         if o.tgsa:  # distance graphs of the pre-BN features
             intra, inter = modality_and_branch_terms(graph_kl, f_sh[vis], f_sh[ir], f_sp[vis], f_sp[ir])
             if o.tgsa_mixed_terms:  # the first half of the identities' visible rows, then their IR rows
                 mixed = torch.cat([f_sh[vis][: batch.rows // 2], f_sh[ir][: batch.rows // 2]])
                 intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
-            terms["tgsa_intra"], terms["tgsa_inter"] = (o.tgsa_intra_weight, intra), (o.tgsa_inter_weight, inter)
+            terms.add("tgsa_intra", intra, o.tgsa_intra_weight)
+            terms.add("tgsa_inter", inter, o.tgsa_inter_weight)
         logit_blocks = (z_sh[vis], z_sh[ir], z_sp[vis], z_sp[ir])
         csa = {"csa": logit_blocks if o.csa_sample else None,
                "csa_set": [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None}
         for name, blocks in csa.items():
             if blocks is not None:
                 intra, inter = modality_and_branch_terms(symmetric_kl, *blocks)
-                terms[f"{name}_intra"] = (o.csa_intra_weight, intra)
-                terms[f"{name}_inter"] = (o.csa_inter_weight, inter)
-        losses = {name: value for name, (_, value) in terms.items()}
-        losses["loss"] = sum((w * value for w, value in terms.values() if w > 0), f_sh.new_zeros(()))
-        return losses
+                terms.add(f"{name}_intra", intra, o.csa_intra_weight)
+                terms.add(f"{name}_inter", inter, o.csa_inter_weight)
+        return terms.output()

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from crossreid.engine.distributed import all_gather_cat
+from crossreid.distributed import all_gather_cat
 
 
 class IdentityMemory(nn.Module):

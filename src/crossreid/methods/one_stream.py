@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from crossreid.methods.base import Batch, Method, Stage, build_net, register_method, reid_losses
+from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method
+from crossreid.methods.step import StepOutput, reid_terms
 from crossreid.modality import Modality
 
 
-@register_method
+@register_method("one_stream")
 class OneStream(Method):
-    name = "one_stream"
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        self.net = build_net(setup.model, setup.num_classes)
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        self.net = build_net(cfg, num_classes)
-
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return reid_losses(self.net(batch.images), batch.labels, self.cfg.loss)
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        return reid_terms(self.net(batch.images), batch.labels, self.setup.loss).output()
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         self.check_modality(modality)

@@ -31,13 +31,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from crossreid.data.pipeline import normalize
-from crossreid.engine import distributed as D
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
-from crossreid.methods.base import Batch, Stage, StageContext, register_method
+from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
-from crossreid.modality import Modality
+from crossreid.methods.step import StepOutput
 
 MEMORY_KEYS = ("prototypes.features", "prototypes.filled")
 
@@ -72,24 +70,22 @@ def sum_of_modality_means(values: torch.Tensor, slots: torch.Tensor, valid: torc
     return total
 
 
-@register_method
+@register_method("smmd")
 class SMMD(AGW):
-    name = "smmd"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
-        if len(modalities) != 2:
-            raise UserError(f"data.modalities={[m.value for m in modalities]}: smmd distils between exactly two "
-                            "modalities; set data.modalities=[rgb, ir]")
-        if o.mutual_weight > 0 and o.mutual_start_epoch >= cfg.train.epochs:
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        o, epochs = self.options, setup.epochs
+        if len(self.modalities) != 2:
+            raise UserError(f"data.modalities={[m.value for m in self.modalities]}: smmd distils between exactly "
+                            "two modalities; set data.modalities=[rgb, ir]")
+        if o.mutual_weight > 0 and o.mutual_start_epoch >= epochs:
             raise UserError(f"method.options.mutual_start_epoch={o.mutual_start_epoch} is beyond the last epoch "
-                            f"(train.epochs={cfg.train.epochs}, epochs 0..{cfg.train.epochs - 1}); set it below "
-                            f"{cfg.train.epochs}, or mutual_weight=0 to train without the mutual term")
+                            f"(train.epochs={epochs}, epochs 0..{epochs - 1}); set it below "
+                            f"{epochs}, or mutual_weight=0 to train without the mutual term")
         init = "first" if o.prototype_init == "class_means" else "zero"
-        self.prototypes = IdentityMemory(num_classes, len(modalities), self.head.out_dim, o.momentum, init)
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.prototypes = IdentityMemory(self.num_classes, len(self.modalities), self.head.out_dim, o.momentum, init)
 
     # ------------------------------------------------------------ prototypes
     def slots_of(self, batch: Batch) -> torch.Tensor:
@@ -113,37 +109,28 @@ class SMMD(AGW):
         return out.features if self.options.prototype_level == "pool" else out.embedding
 
     @torch.no_grad()
-    def init_prototypes(self, store, device: torch.device) -> None:
-        """Class means of one eval-mode pass over the training images (each rank embeds every
-        world-th image; the memory gathers them). Labels: ascending training person ids, as
-        ``Catalog.label_map`` (the store holds exactly the training pool)."""
-        label = {pid: i for i, pid in enumerate(sorted({s.pid for s in store.samples}))}
-        d = D.init_from_env()
-        was_training = self.training
-        self.eval()
-        feats, ids, slots = [], [], []
-        mine = list(range(d.rank, len(store), d.world))
-        for modality in self.modalities:
-            rows = [i for i in mine if store.samples[i].modality == modality]
-            for start in range(0, len(rows), 128):
-                chunk = rows[start:start + 128]
-                out = self.forward_images(normalize(store.batch(chunk)).to(device), modality)
-                feats.append(self.level(out).float())
-                ids.append(torch.tensor([label[store.samples[i].pid] for i in chunk], device=device))
-                slots.append(torch.full((len(chunk),), self.modalities.index(modality), device=device))
-        self.train(was_training)
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        self.prototypes.update(torch.cat(feats) if feats else torch.zeros(0, self.prototypes.dim, device=device),
-                               torch.cat(ids) if ids else empty, torch.cat(slots) if slots else empty)
+    def init_prototypes(self, context: StageContext) -> None:
+        """Class means of one eval-mode pass over the training images through the context's
+        embedding service (each rank embeds every world-th image; the memory gathers them).
+        Labels: ascending training person ids, as ``Catalog.label_map`` (the store holds
+        exactly the training pool)."""
+        samples, d, device = context.store.samples, context.dist, context.device
+        label = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+        mine = range(d.rank, len(samples), d.world)
+        rows = [i for m in self.modalities for i in mine if samples[i].modality == m]   # modality by modality
+        features = context.embed(rows, lambda images, m: self.level(self.forward_images(images, m))) if rows \
+            else torch.zeros(0, self.prototypes.dim)
+        ids = torch.tensor([label[samples[i].pid] for i in rows], dtype=torch.long, device=device)
+        slots = torch.tensor([self.modalities.index(samples[i].modality) for i in rows], dtype=torch.long,
+                             device=device)
+        self.prototypes.update(features.to(device), ids, slots)
 
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
         if self.options.prototype_init == "class_means" and not context.resumed:
-            self.init_prototypes(context.store, context.device)
+            self.init_prototypes(context)
 
-    def after_step(self, batch: Batch, stage: Stage) -> None:
-        if self._pending is not None:
-            self.prototypes.update(*self._pending)
-            self._pending = None
+    def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
+        self.prototypes.update(output.state["prototype_features"], batch.labels, self.slots_of(batch))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         missing = [k for k in MEMORY_KEYS if k not in state_dict]
@@ -153,19 +140,15 @@ class SMMD(AGW):
         return super().load_state_dict(state_dict, strict, assign)
 
     # ------------------------------------------------------------ losses
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         out = self.forward_batch(batch)
-        losses = self.baseline_losses(out, batch.labels)
-        slots = self.slots_of(batch)
-        self._pending = (self.level(out).detach(), batch.labels, slots)
-        terms = self.distillation_losses(out.logits, self.level(out), batch.labels, slots)
+        terms = self.baseline_terms(out, batch.labels)
+        distilled = self.distillation_losses(out.logits, self.level(out), batch.labels, self.slots_of(batch))
         o = self.options
         for key, weight in (("prototype_ce", o.prototype_weight), ("self_mimic", o.self_mimic_weight),
                             ("mutual", o.mutual_weight)):
-            losses[key] = terms[key]
-            if weight > 0:
-                losses["loss"] = losses["loss"] + weight * terms[key]
-        return losses
+            terms.add(key, distilled[key], weight)
+        return terms.output(prototype_features=self.level(out))  # folded into the memory after the step
 
     def distillation_losses(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                             slots: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -14,7 +14,8 @@ import abc
 
 import torch
 
-from crossreid.methods.base import Batch, Method, Stage, reid_losses
+from crossreid.methods.base import Batch, Method, Stage
+from crossreid.methods.step import StepOutput, reid_terms
 from crossreid.modality import Modality
 from crossreid.models import HeadOutput
 
@@ -43,8 +44,8 @@ class RoutedMethod(Method):
         """Head outputs of images of one modality."""
         return self.head(self.pool(self.shared(self.route(images, self.check_modality(modality)))))
 
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
-        return reid_losses(self.forward_batch(batch), batch.labels, self.cfg.loss)
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
+        return reid_terms(self.forward_batch(batch), batch.labels, self.setup.loss).output()
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         return self.forward_images(images, modality).embedding

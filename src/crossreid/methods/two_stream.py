@@ -14,19 +14,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from crossreid.methods.base import build_net, register_method
+from crossreid.methods.base import MethodSetup, build_net, register_method
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 
 
-@register_method
+@register_method("two_stream")
 class TwoStream(RoutedMethod):
-    name = "two_stream"
-
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        nets = [build_net(cfg, num_classes) for _ in modalities]
-        self.backbone = nn.ModuleDict({m.value: net.backbone for m, net in zip(modalities, nets)})
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        nets = [build_net(setup.model, setup.num_classes) for _ in self.modalities]
+        self.backbone = nn.ModuleDict({m.value: net.backbone for m, net in zip(self.modalities, nets)})
         self.pool, self.head = nets[0].pool, nets[0].head
 
     def route(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:

@@ -28,8 +28,9 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.methods.agw import AGW, Options as AGWOptions
-from crossreid.methods.base import Batch, Stage, StageContext, register_method
+from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
+from crossreid.methods.step import LossTerms, StepOutput
 from crossreid.modality import Modality
 from crossreid.models import HeadOutput
 
@@ -120,24 +121,23 @@ def dynamic_weights(rule: str, student_logits: torch.Tensor, teacher_logits: tor
     return student_logits.new_ones(n, dtype=torch.float32)
 
 
-@register_method
+@register_method("wan")
 class WanFusion(AGW):
     """AGW + dual-classifier fusion teacher + multi-view memory teacher (a reconstruction)."""
 
-    name = "wan"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        if len(modalities) != 2:
-            known = ", ".join(str(m) for m in modalities)
+    def __init__(self, setup: MethodSetup) -> None:
+        if len(setup.modalities) != 2:
+            known = ", ".join(str(m) for m in setup.modalities)
             raise UserError(f"method 'wan' fuses exactly two modalities (visible and infrared), the run has "
                             f"[{known}]; set data.modalities=[rgb,ir]")
-        super().__init__(cfg, num_classes, modalities)
-        o = self.options
+        super().__init__(setup)
+        o, num_classes = self.options, self.num_classes
         check_options(o)
         dim = self.head.out_dim
         classifiers = {}
-        for m in modalities:
+        for m in self.modalities:
             fc = nn.Linear(dim, num_classes, bias=False)
             nn.init.normal_(fc.weight, 0.0, 0.001)
             classifiers[m.value] = fc
@@ -145,7 +145,6 @@ class WanFusion(AGW):
         self.memory = IdentityMemory(num_classes, o.memory_slots, dim, o.memory_momentum, o.memory_init) \
             if o.memory_teacher else None
         self._view_of: torch.Tensor | None = None      # training-pool index -> memory slot
-        self._pending: tuple | None = None             # this step's features, folded in after the step
 
     # -------------------------------------------------------------- views
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
@@ -197,37 +196,30 @@ class WanFusion(AGW):
         return mean, count > 0
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         o, labels = self.options, batch.labels
         out = self.forward_batch(batch)
-        losses = self.baseline_losses(out, labels)
-        total = losses["loss"]
+        terms = self.baseline_terms(out, labels)
         if o.modality_id_weight > 0:
-            losses["modality_id"] = self.modality_id_loss(out, batch)
-            total = total + o.modality_id_weight * losses["modality_id"]
+            terms.add("modality_id", self.modality_id_loss(out, batch), o.modality_id_weight)
         features = out.features.float()
         teachers: list[tuple[str, torch.Tensor, torch.Tensor]] = []   # (name, rows, teacher logits)
         if o.fusion_teacher:
             ids, fused = self.fusion(features, batch)
             if o.fusion_id_weight > 0:
-                losses["fusion_id"] = F.cross_entropy(self.neck_logits(fused, features), ids) if len(ids) \
-                    else features.new_zeros(())
-                total = total + o.fusion_id_weight * losses["fusion_id"]
+                terms.add("fusion_id", F.cross_entropy(self.neck_logits(fused, features), ids) if len(ids)
+                          else features.new_zeros(()), o.fusion_id_weight)
             with torch.no_grad():
                 match = labels.unsqueeze(1) == ids.unsqueeze(0)          # row -> its identity's fusion feature
                 rows = match.any(1).nonzero().squeeze(1)
                 logits = self.neck_logits(fused.detach(), features)
                 teachers.append(("fusion", rows, logits[match[rows].float().argmax(1)]))
         if self.memory is not None:
-            views = self.views(batch)
             with torch.no_grad():
-                mv, has = self.multiview_teacher(labels, views)
+                mv, has = self.multiview_teacher(labels, self.views(batch))
                 teachers.append(("memory", has.nonzero().squeeze(1), self.neck_logits(mv[has], features)))
-            self._pending = (features.detach(), labels.detach(), views)
-        distill = self.distillation(out.logits.float(), labels, teachers, losses)
-        losses["distill"] = distill
-        losses["loss"] = total + o.distill_weight * distill
-        return losses
+        terms.add("distill", self.distillation(out.logits.float(), labels, teachers, terms), o.distill_weight)
+        return terms.output(features=features)   # the memory folds them in after the step
 
     def modality_id_loss(self, out: HeadOutput, batch: Batch) -> torch.Tensor:
         """Sum over modalities of the modality classifier's CE on that modality's BN features."""
@@ -235,9 +227,9 @@ class WanFusion(AGW):
                                    batch.labels[batch.block(m)]) for m in batch.modalities)
 
     def distillation(self, student_logits: torch.Tensor, labels: torch.Tensor,
-                     teachers: list[tuple[str, torch.Tensor, torch.Tensor]], log: dict) -> torch.Tensor:
+                     teachers: list[tuple[str, torch.Tensor, torch.Tensor]], terms: LossTerms) -> torch.Tensor:
         """``sum_teachers mean_rows w · T² KL(p_teacher || p_student)`` (rows without a teacher add 0);
-        each teacher's term and mean weight are logged."""
+        each teacher's part and mean weight are logged in ``terms``."""
         o, T = self.options, self.options.distill_temperature
         log_student = F.log_softmax(student_logits / T, dim=1)
         total = student_logits.new_zeros(())
@@ -246,12 +238,11 @@ class WanFusion(AGW):
             kl = (log_teacher.exp() * (log_teacher - log_student[rows])).sum(1) * T * T
             w = dynamic_weights(o.dynamic_weight, student_logits[rows], teacher_logits, labels[rows],
                                 self.epoch, o.ramp_epochs)
-            log[f"distill_{name}"] = (w * kl).sum() / len(labels)
-            log[f"weight_{name}"] = w.sum().detach() / len(labels)   # mean over all rows (0 without a teacher)
-            total = total + log[f"distill_{name}"]
+            part = terms.log(f"distill_{name}", (w * kl).sum() / len(labels))
+            terms.log(f"weight_{name}", w.sum().detach() / len(labels))   # mean over all rows (0 without a teacher)
+            total = total + part
         return total
 
-    def after_step(self, batch: Batch, stage: Stage) -> None:
-        if self._pending is not None:
-            self.memory.update(*self._pending)   # gathers every rank's rows
-            self._pending = None
+    def after_step(self, batch: Batch, stage: Stage, output: StepOutput) -> None:
+        if self.memory is not None:
+            self.memory.update(output.state["features"], batch.labels, self.views(batch))   # gathers every rank's rows

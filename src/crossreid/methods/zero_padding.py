@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
-from crossreid.methods.base import build_net, register_method
+from crossreid.methods.base import MethodSetup, build_net, register_method
 from crossreid.methods.streams import RoutedMethod
 from crossreid.modality import Modality
 
@@ -54,14 +54,13 @@ def zero_pad(images: torch.Tensor, modality: Modality, padding: str = "input") -
     return out
 
 
-@register_method
+@register_method("zero_padding")
 class ZeroPadding(RoutedMethod):
-    name = "zero_padding"
     Options = Options
 
-    def __init__(self, cfg, num_classes: int, modalities: list[Modality]) -> None:
-        super().__init__(cfg, num_classes, modalities)
-        net = build_net(cfg, num_classes)
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        net = build_net(setup.model, setup.num_classes)
         self.backbone, self.pool, self.head = net.backbone, net.pool, net.head
 
     def route(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:

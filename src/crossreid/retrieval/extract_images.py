@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from crossreid import distributed as D
 from crossreid.data.images import modality_contradiction, open_image
-from crossreid.engine import distributed as D
 from crossreid.errors import UserError
 from crossreid.retrieval.embedder import load_run
 from crossreid.retrieval.features_file import features_arrays, read_image_list, save_npz

@@ -224,8 +224,8 @@ def catalog_findings(name: str, catalog: Catalog, options: dict[str, Any] | None
     if catalog.query and catalog.gallery:
         runs = [(p, catalog) for p in (protocols or [entry.protocol])]
         if protocols is None and catalog.val:
-            runs.append((entry.val_protocol, Catalog(catalog.name, catalog.root, query=catalog.val,
-                                                     gallery=catalog.val)))
+            runs.append((entry.val_protocol, Catalog(catalog.root, query=catalog.val, gallery=catalog.val,
+                                                     name=catalog.name)))
         more = _protocol_findings(runs, _shared_camera_ids(catalog), not entry.shared_cameras)
         found.problems += more.problems
         found.warnings += more.warnings
@@ -307,7 +307,7 @@ def check_dataset(name: str, root: str | Path | None = None, decode_images: bool
     if "check_files" in signature.parameters:
         options = {**options, "check_files": False}
     try:
-        catalog = entry.loader(path, **options)
+        catalog = entry.load(path, **options)
     except UserError as exc:
         report.problems.extend(getattr(exc, "problems", [str(exc)]))
         return report

@@ -126,7 +126,7 @@ def load_llcm(root: Path, idx_dir: str | Path | None = None, test_source: str = 
                         f"({len(empty)} such ids); restore the images or the list")
     order = lambda s: (s.modality is Modality.IR, s.cam, s.pid, s.path.name)  # noqa: E731
     test.sort(key=order)
-    catalog = Catalog(name="llcm", root=root)
+    catalog = Catalog(root=root)
     held = hold_out_ids((s.pid for s in train), val_ids, seed) if val_ids else set()
     catalog.train, catalog.val = split_train_val(train, held)
     catalog.query = list(test)

@@ -47,11 +47,11 @@ def one_name_per_modality(names: dict[str, Modality], where: str) -> None:
                             f"(crossreid knows rgb, depth and ir)")
 
 
-def read_manifest(csv_path: Path, root: Path, name: str, check_files: bool = True) -> Catalog:
+def read_manifest(csv_path: Path, root: Path, check_files: bool = True) -> Catalog:
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: manifest not found; write it with `crossreid manifest` or by hand "
                         f"(columns {', '.join(REQUIRED)})")
-    catalog = Catalog(name=name, root=root)
+    catalog = Catalog(root=root)
     bad: list[str] = []
     spellings: dict[str, Modality] = {}
     with open(csv_path, newline="", encoding="utf-8") as fh:
@@ -88,4 +88,4 @@ def read_manifest(csv_path: Path, root: Path, name: str, check_files: bool = Tru
 @register_dataset("generic", folder="generic", protocol="synthetic",
                   description="any data described by a CSV manifest (bring your own)")
 def load_generic(root: Path, manifest: str = "manifest.csv", check_files: bool = True) -> Catalog:
-    return read_manifest(root / manifest, root, name="generic", check_files=check_files)
+    return read_manifest(root / manifest, root, check_files=check_files)

@@ -75,7 +75,7 @@ def load_regdb(root: Path, trial: int = 1, idx_dir: str | Path | None = None, va
     if overlap:
         raise UserError(f"{idx}: trial {trial} lists person {min(overlap)} in both train and test; "
                         "restore the idx files")
-    catalog = Catalog(name="regdb", root=root)
+    catalog = Catalog(root=root)
     held = hold_out_ids((s.pid for s in pools["train"]), val_ids, seed) if val_ids else set()
     catalog.train, catalog.val = split_train_val(pools["train"], held)
     catalog.query = list(pools["test"])

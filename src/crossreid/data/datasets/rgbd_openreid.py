@@ -89,7 +89,7 @@ def load_openreid_rgbd(name: str, root: Path, split: int = 0, hold_out_val: bool
     if set(chosen["query"]) != set(chosen["gallery"]):
         raise UserError(f"{meta_root / 'splits.json'}: split {split} has different query and gallery slots; "
                         "this loader expects the cross-modal layout where they are equal")
-    catalog = Catalog(name=name, root=root)
+    catalog = Catalog(root=root)
     if hold_out_val:
         catalog.train = slot_samples(root, identities, chosen["train"])
         catalog.val = slot_samples(root, identities, chosen["val"])

@@ -35,4 +35,4 @@ def read_meta(root: Path) -> dict:
                   protocol="synthetic")
 def load_synthetic(root: Path, check_files: bool = True) -> Catalog:
     read_meta(root)
-    return read_manifest(root / "manifest.csv", root, name="synthetic", check_files=check_files)
+    return read_manifest(root / "manifest.csv", root, check_files=check_files)

@@ -100,7 +100,7 @@ def load_sysu_mm01(root: Path, exp_dir: str | Path | None = None, hold_out_val: 
             raise UserError(f"{exp / (part + '_id.txt')}: id {absent[0]} ({len(absent)} id(s) in all) has no images "
                             f"in any of {root}/cam1..cam6/{absent[0]:04d}/; restore the images or the split file")
 
-    catalog = Catalog(name="sysu_mm01", root=root)
+    catalog = Catalog(root=root)
     train_val = by_part["train"] + by_part["val"]
     if hold_out_val:
         catalog.train, catalog.val = split_train_val(train_val, set(parts["val"]))

@@ -2,6 +2,8 @@
 
 Without ``WORLD_SIZE`` > 1 every helper is a no-op for a single process, so the same
 trainer code runs alone or under ``torchrun --nproc_per_node N -m crossreid train ...``.
+A leaf module: it imports nothing of crossreid but ``errors``, so every layer (engine,
+methods, retrieval, the command line) takes its process-group helpers from here.
 """
 
 from __future__ import annotations

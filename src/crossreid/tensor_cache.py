@@ -1,5 +1,6 @@
-"""A run's tensor cache: the engine's storage service for what a method computes once per run
-(e.g. the distillation teacher's targets); methods ask for it and never touch files."""
+"""A run's tensor cache: storage for what a method computes once per run (e.g. the distillation
+teacher's targets). The engine keeps one in each run folder (``cache/``) and hands it to the
+method in the stage context; methods ask it and never touch files."""
 
 from __future__ import annotations
 
