@@ -269,7 +269,7 @@ def test_a_finished_run_needs_no_weights_file(published, tmp_path, monkeypatch, 
                  "eval.directions=[rgb->depth]"]
     monkeypatch.chdir(work)  # the path is relative to where training starts, as a user types it
     Trainer(load_config(None, overrides), work / "run", load_dataset("generic", root), progress=False).fit()
-    line = capsys.readouterr().out.strip().splitlines()[0]
+    line = capsys.readouterr().err.strip().splitlines()[0]
     assert line.startswith("init: model.pretrained=weights/r18.pth -> ") and "0 missing, 0 unexpected" in line
     init = json.loads((work / "run" / INIT_FILE).read_text())
     assert init["summary"] == line and init["loads"][0]["sha256"] == file_sha256(published)
