@@ -10,6 +10,7 @@ import click
 from crossreid.version import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
+from crossreid.device import check_amp, resolve_device
 from crossreid.engine.process import setup_process
 from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
@@ -21,8 +22,12 @@ DEFAULT_METHODS = ("one_stream",)  # the quick demo; distillation adds about thr
 
 
 def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = None,
-             progress: bool = True, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS) -> dict:
+             progress: bool = True, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+             device=None, amp: str = "auto") -> dict:
+    """Train and score the demo's ``methods`` on ``device`` (default: CUDA when available), the test
+    pools embedded under ``amp`` (:mod:`crossreid.device`)."""
     out = Path(out)
+    device, amp = resolve_device(device), check_amp(amp)
     unknown = [m for m in methods if m not in DEMO_RUNS]
     if unknown or not methods:
         raise UserError(f"--methods {','.join(methods)!r}: choose one or more of {', '.join(DEMO_RUNS)}")
@@ -31,7 +36,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     start = time.perf_counter()
     configs = {label: load_config(resolve_config(DEMO_RUNS[label]), overrides) for label in methods}
     base = next(iter(configs.values()))
-    setup_process(base.train)
+    setup_process(base.train, device)
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
     stores = TestStores.of(catalog, base.data)
@@ -42,7 +47,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
         # Cross-modal directions as configured, plus each modality against itself for reference.
         within = [f"{m}->{m}" for m in cfg.data.modalities]
         run = train_and_evaluate(cfg, out / label, catalog, stores, overwrite=overwrite, progress=progress,
-                                 directions=[*cfg.eval.directions, *within])
+                                 directions=[*cfg.eval.directions, *within], device=device, amp=amp)
         results[label], features[label] = run.results, run.features
     elapsed = time.perf_counter() - start
     payload = {

@@ -32,6 +32,7 @@ from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
+from crossreid.device import resolve_device
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.process import RandomStream
@@ -106,7 +107,8 @@ class _Step(torch.nn.Module):
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, catalog: Catalog, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True, dist: D.Dist | None = None) -> None:
+                 overwrite: bool = False, progress: bool = True, dist: D.Dist | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.dist = dist or D.init_from_env()
         self.cfg, self.catalog = cfg, catalog
         self.folder = RunFolder(run_dir, self.dist)
@@ -115,7 +117,7 @@ class Trainer:
         self.folder.check(resume, overwrite)
         if not resume:
             check_init(cfg)
-        self.device = self._device()
+        self.device = self._device(device)
         self.random = RandomStream(cfg.train.seed)
         with self.random:
             self._build(catalog, resume)
@@ -127,9 +129,10 @@ class Trainer:
         if not resume and self.dist.main:  # a resumed run keeps the init.json of its start
             write(save_init(self.run_dir, cfg, self.init_loads), err=True)
 
-    def _device(self) -> torch.device:
+    def _device(self, spec: str | torch.device | None) -> torch.device:
+        """``spec`` (default: this process's GPU when there is one, else the CPU) checked against the config."""
         t = self.cfg.train
-        device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(spec, self.dist)
         if t.amp == "fp16" and device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA GPU (loss scaling); on CPU use train.amp=bf16 or off")
         if t.sync_bn and self.dist.active and device.type != "cuda":

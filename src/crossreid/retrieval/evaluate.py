@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from crossreid import distributed as D
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import dataset_protocol
 from crossreid.data.samples import Catalog
@@ -15,15 +16,18 @@ from crossreid.retrieval.extract import extract_features
 
 
 def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
-                  batch_size: int = 128, device="cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the query and gallery pools (extracted once if they are the same list).
+                  batch_size: int = 128, device="cpu", progress: bool = False, amp: str | None = None,
+                  dist: D.Dist = D.Dist()) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the query and gallery pools (extracted once if they are the same list), on
+    ``device`` under ``amp`` (:func:`crossreid.device.inference`); under torchrun (``dist``) each
+    rank embeds its share of every pool and every rank gets all the features.
 
     Rows of modalities the method cannot embed are NaN; protocols never select them,
     and the metrics reject NaN in what they are given.
     """
     def features(store: ImageStore) -> np.ndarray:
         rows = [i for i, s in enumerate(store.samples) if s.modality in method.embeddable]
-        feats = extract_features(method, store, rows, batch_size, device, progress)
+        feats = extract_features(method, store, rows, batch_size, device, progress, amp=amp, dist=dist)
         out = np.full((len(store), feats.shape[1]), np.nan, dtype=np.float32)
         out[rows] = feats
         return out
@@ -38,13 +42,16 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
-                        protocol_options: dict | None = None, validation: bool = False, rerank=None) -> dict:
+                        protocol_options: dict | None = None, validation: bool = False, rerank=None,
+                        amp: str | None = None, dist: D.Dist = D.Dist()) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
 
     ``protocol`` defaults to the one the dataset registered (``validation``: the one for its
     held-out val ids); every direction is given to it as ``query``/``gallery``, and a direction
     it does not support is an error. ``metric`` is the default of the protocol's ``distance``
     option; ``protocol_options`` are its other options; ``rerank`` re-ranks every trial.
+    Without ``features`` the pools are embedded (:func:`pool_features`); under torchrun every
+    rank takes part in that and rank 0 alone scores: the others get ``{}``.
     """
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
@@ -53,5 +60,8 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     if not wanted:
         return {}
     protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
-    qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
+    qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress,
+                                       amp, dist)
+    if not dist.main:
+        return {}
     return {d: evaluate_protocol(p, catalog, qf, gf, rerank=rerank) for d, p in protocols.items()}
