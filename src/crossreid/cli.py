@@ -476,6 +476,10 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
         raise UserError("give either --query IMAGE (with --modality and --run) or --query-features Q.npz")
     if images and not (modality and run):
         raise UserError("--query needs --modality (rgb, depth or ir) and --run (the run that built the index)")
+    if images:
+        from crossreid.device import resolve_device
+
+        device = resolve_device(device)  # before the index is read
     opts = SearchOptions(k, [Modality.parse(m).value for m in gallery_modalities], list(cameras), list(exclude),
                          _rerank_from(rerank, rerank_options), exact)
     index = load_index(index_path, load_faiss=not exact)

@@ -44,23 +44,23 @@ def resolve_device(spec: "str | torch.device | None" = None, dist: "Dist | None"
         if not torch.cuda.is_available():
             return torch.device("cpu")
         text = "cuda"
+    where = f"{option} {spec}" if spec is not None else "the default device (cuda)"
     kind, colon, index = text.partition(":")
     if kind != "cuda" or (colon and not index.isdigit()):
-        raise UserError(f"{option} {spec}: unknown device; use cpu, cuda or cuda:N (N: a GPU's index)")
+        raise UserError(f"{where}: unknown device; use cpu, cuda or cuda:N (N: a GPU's index)")
     if not torch.cuda.is_available():
         build = " (a CPU-only build)" if torch.version.cuda is None else ""
-        raise UserError(f"{option} {spec}: no CUDA GPU is visible to torch {torch.__version__}{build}; "
-                        "use --device cpu")
+        raise UserError(f"{where}: no CUDA GPU is visible to torch {torch.__version__}{build}; use {option} cpu")
     count = torch.cuda.device_count()
     n = int(index) if index else dist.local_rank
     if dist.active and n != dist.local_rank:
-        raise UserError(f"{option} {spec}: under torchrun each process uses the GPU of its LOCAL_RANK; "
-                        "pass --device cuda (choose GPUs with CUDA_VISIBLE_DEVICES)")
+        raise UserError(f"{where}: under torchrun each process uses the GPU of its LOCAL_RANK ({dist.local_rank} "
+                        f"here); pass {option} cuda and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if n >= count:
         if not index:
-            raise UserError(f"{option} {spec}: process LOCAL_RANK={n} has no GPU of its own ({count} visible); "
+            raise UserError(f"{where}: process LOCAL_RANK={n} has no GPU of its own ({count} visible); "
                             f"start at most {count} processes per machine")
-        raise UserError(f"{option} {spec}: there is no GPU {n}; this machine has {count} "
+        raise UserError(f"{where}: there is no GPU {n}; this machine has {count} "
                         f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
     return torch.device("cuda", n)
 
@@ -91,8 +91,8 @@ def autocast_dtype(device: "torch.device", amp: str | None = "auto") -> "torch.d
     if amp == "auto":
         if device.type != "cuda":
             return None
-        with torch.cuda.device(device):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        native_bf16 = torch.version.hip is not None or torch.cuda.get_device_properties(device).major >= 8  # Ampere on
+        return torch.bfloat16 if native_bf16 else torch.float16
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 

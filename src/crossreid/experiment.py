@@ -32,7 +32,8 @@ class TestStores:
     def of(cls, catalog: Catalog, data: DataConfig) -> "TestStores":
         """The pools at the size and depth encoding of ``data`` (the run config's data section)."""
         query = ImageStore.for_data(catalog.query, data)
-        gallery = query if catalog.gallery is catalog.query else ImageStore.for_data(catalog.gallery, data)
+        same = catalog.gallery is catalog.query or catalog.gallery == catalog.query  # e.g. a manifest's test split
+        gallery = query if same else ImageStore.for_data(catalog.gallery, data)
         return cls(query, gallery)
 
 
@@ -51,7 +52,7 @@ def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: 
     (default ``eval.directions``) on the test pools, embedded there under ``amp`` (:mod:`crossreid.device`)."""
     trainer = Trainer(cfg, run_dir, catalog, overwrite=overwrite, progress=progress, device=device)
     trainer.fit()
-    features = pool_features(trainer.method, catalog, stores.query, stores.gallery, cfg.eval.batch_size,
+    features = pool_features(trainer.method, stores.query, stores.gallery, cfg.eval.batch_size,
                              trainer.device, amp=amp)
     results = evaluate_directions(trainer.method, catalog, stores.query, stores.gallery,
                                   directions or cfg.eval.directions,

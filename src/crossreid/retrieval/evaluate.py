@@ -15,10 +15,10 @@ from crossreid.modality import direction_name, parse_direction
 from crossreid.retrieval.extract import extract_features
 
 
-def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
+def pool_features(method, query_store: ImageStore, gallery_store: ImageStore,
                   batch_size: int = 128, device="cpu", progress: bool = False, amp: str | None = None,
                   dist: D.Dist = D.Dist()) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the query and gallery pools (extracted once if they are the same list), on
+    """Features of the query and gallery pools (extracted once if they hold the same images), on
     ``device`` under ``amp`` (:func:`crossreid.device.inference`); under torchrun (``dist``) each
     rank embeds its share of every pool and every rank gets all the features.
 
@@ -33,7 +33,7 @@ def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_sto
         return out
 
     qf = features(query_store)
-    if gallery_store is query_store or catalog.gallery is catalog.query:
+    if gallery_store.samples == query_store.samples:
         return qf, qf
     return qf, features(gallery_store)
 
@@ -60,7 +60,7 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     if not wanted:
         return {}
     protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
-    qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress,
+    qf, gf = features or pool_features(method, query_store, gallery_store, batch_size, device, progress,
                                        amp, dist)
     if not dist.main:
         return {}

@@ -93,7 +93,7 @@ def export_onnx(run: str | Path, out: str | Path, modalities: Sequence[str] = ()
         files = parity_images(embedder, m, images, count)
         x = embedder.preprocess(files, m)
         with inference(embedder.device, "off", len(files)):
-            expected = embedder.method.embed(x.to(embedder.device), m).float().cpu().numpy()
+            expected = ModalityEmbedder(embedder.method, m)(x.to(embedder.device)).float().cpu().numpy()
         module = ModalityEmbedder(cpu_method, m).eval()
         with atomic_path(path) as tmp:
             torch.onnx.export(module, (x[:2],), str(tmp), input_names=["images"], output_names=["features"],
