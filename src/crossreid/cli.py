@@ -17,7 +17,7 @@ _SMALLER_BATCH = {
     **dict.fromkeys(("demo", "reproduce", "calibrate"), "pass --set eval.batch_size=N with N below {batch}"),
     "train": "add the override eval.batch_size=N with N below {batch}",
     "export": "pass a smaller --check-images (now {batch})",
-    "search": "the query images need --device cpu",
+    "search": "embed the query images with --device cpu",
 }
 
 

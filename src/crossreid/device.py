@@ -105,24 +105,35 @@ class DeviceOutOfMemory(UserError):
         self.device, self.batch, self.fix = device, batch, fix
 
     def __str__(self) -> str:
-        return f"{self.device}: out of GPU memory with a batch of {self.batch} images; {self.fix.format(batch=self.batch)}"
+        fix = self.fix.format(batch=self.batch)
+        return f"{self.device}: out of GPU memory with a batch of {self.batch} images; {fix}"
+
+
+def tf32_switches() -> list[tuple[object, str, object]]:
+    """(object, attribute, value for true float32) of torch's TF32 switches for CUDA matmuls and
+    convolutions: the ``fp32_precision`` interface where torch has it (2.9 on; torch refuses a mix of
+    it and the older flags, and recommends it), else the ``allow_tf32`` flags."""
+    import torch
+
+    if hasattr(torch.backends.cudnn, "conv"):
+        return [(torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+                (torch.backends.cudnn.conv, "fp32_precision", "ieee")]
+    return [(torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", False)]
 
 
 @contextlib.contextmanager
 def _ieee_fp32() -> Iterator[None]:
-    """CUDA matmuls and convolutions in true float32 (no TF32) inside, as on the CPU. Only the
-    fp32_precision interface is used: torch refuses a mix of it and the older allow_tf32 flags."""
-    import torch
-
-    knobs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
-    saved = [k.fp32_precision for k in knobs]
+    """CUDA matmuls and convolutions in true float32 (no TF32) inside, as on the CPU; the process's
+    settings are put back after."""
+    switches = tf32_switches()
+    saved = [getattr(obj, name) for obj, name, _ in switches]
     try:
-        for k in knobs:
-            k.fp32_precision = "ieee"
+        for obj, name, strict in switches:
+            setattr(obj, name, strict)
         yield
     finally:
-        for k, value in zip(knobs, saved):
-            k.fp32_precision = value
+        for (obj, name, _), value in zip(switches, saved):
+            setattr(obj, name, value)
 
 
 @contextlib.contextmanager

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from crossreid import distributed as D
 from crossreid.data.images import decode_image, modality_contradiction, open_image
 from crossreid.data.pipeline import ImageStore, normalize, resize_decoded
-from crossreid import distributed as D
 from crossreid.data.samples import Sample
 from crossreid.device import check_amp, inference, resolve_device
 from crossreid.errors import UserError

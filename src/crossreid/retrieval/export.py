@@ -4,9 +4,10 @@ The ONNX input ``images`` is the normalised B×3×H×W float32 batch that
 ``Embedder.preprocess`` gives (resize, modality encoding, ImageNet mean/std); the output
 ``features`` is what ``embed`` returns. The batch axis is dynamic. The graph is traced on
 the CPU. After export the model runs in ONNX Runtime on real images and must match PyTorch
-on ``device`` in float32 (on a GPU with TF32 off; max abs difference relative to the feature
-scale ≤ ``rtol``, every cosine ≥ ``min_cosine``); a failed check is an error and no file is left. Opset, versions, preprocessing and the check's
-figures go into the model's metadata and a ``.json`` beside it.
+on ``device`` in float32 (on a GPU with TF32 off; max abs difference relative to the
+feature scale ≤ ``rtol``, every cosine ≥ ``min_cosine``); a failed check is an error and
+no file is left. Opset, versions, preprocessing, the check's figures and the device it ran
+on go into the model's metadata and a ``.json`` beside it.
 """
 
 from __future__ import annotations
