@@ -210,7 +210,11 @@ def test_shipped_config_loads_and_builds(name):
     cfg = load_config(resolve_config(name))
     assert cfg.method.name in name
     small = load_config(resolve_config(name), ["model.arch=resnet18", "model.pretrained=null"])
-    build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    method = build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    paper = name in ("agw_sysu", "agw_regdb")  # AGW's released code: its WRT weights, the last epoch kept
+    if name.startswith("agw"):
+        assert method.wrt.softmax == ("released" if paper else "exact")
+    assert cfg.train.select == ("last" if paper else "val")
 
 
 def test_trainer_fit_agw_on_tiny_dataset(tmp_path, tiny_root):

@@ -147,7 +147,9 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
                                                    "ignored_problems": found.problems, "warnings": found.warnings})
     summary = trainer.fit()
     if dist.main:
-        click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
+        from crossreid.engine.selection import describe_fit
+
+        click.echo(f"finished: {describe_fit(summary)}; weights in {Path(out) / 'model.safetensors'}")
 
 
 @cli.command("evaluate")

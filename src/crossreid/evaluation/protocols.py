@@ -49,7 +49,8 @@ class Protocol(ABC):
     (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
     any pair), ``distance`` (euclidean or cosine) and ``precision`` (float64, or float32 for
     huge galleries). ``describe()`` records the attributes below (``extra()`` adds fields);
-    re-ranking is never applied by a protocol.
+    ``re_ranking`` there is false (a protocol never re-ranks); a scored result records true
+    when :func:`evaluate_protocol` re-ranked it (``evaluate --rerank``).
     """
 
     name: str = ""  # set by @register_protocol
@@ -253,7 +254,8 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
         reach = gallery_reach(q, g, trial.exclusion)
         per_trial.append(dataclasses.replace(metrics, chance_rank1=reach.chance_rank1(trial.cmc),
                                              deepest_rank=reach.deepest_rank(trial.cmc)))
-    return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
+    description = {**protocol.describe(), "re_ranking": rerank is not None}
+    return ProtocolResult(description, protocol.distance, protocol.aggregate(per_trial),
                           dataset=catalog.name, options=getattr(protocol, "options", {}),
                           rerank=rerank.describe() if rerank else None)
 
