@@ -70,6 +70,7 @@ class Checkpointer:
     def state(self, at: EpochPoint, progress: Progress) -> dict:
         return {"method": self.cfg.method.name, "stage": at.stage.name, "epoch": at.epoch, "step": progress.step,
                 "epoch_done": progress.done, "best": at.best, "score": progress.score, "select": self.cfg.train.select,
+                "stage_epochs": at.stage.epochs,
                 "num_classes": self.num_classes, "modalities": self.modalities,
                 "config_hash": config_hash(self.cfg), "config": resume_view(self.cfg), "world": self.dist.world}
 

@@ -9,7 +9,8 @@ import numpy as np
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import dataset_protocol
 from crossreid.data.samples import Catalog
-from crossreid.evaluation.protocols import evaluate_protocol, protocol_for
+from crossreid.errors import UserError
+from crossreid.evaluation.protocols import evaluate_protocol, protocol_for, setting_protocols
 from crossreid.modality import direction_name, parse_direction
 from crossreid.retrieval.extract import extract_features
 
@@ -38,20 +39,32 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
-                        protocol_options: dict | None = None, validation: bool = False, rerank=None) -> dict:
+                        protocol_options: dict | None = None, validation: bool = False, rerank=None,
+                        all_settings: bool = False) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
 
     ``protocol`` defaults to the one the dataset registered (``validation``: the one for its
     held-out val ids); every direction is given to it as ``query``/``gallery``, and a direction
     it does not support is an error. ``metric`` is the default of the protocol's ``distance``
     option; ``protocol_options`` are its other options; ``rerank`` re-ranks every trial.
+    ``all_settings``: instead of ``directions``, every setting of the protocol's full table
+    (``{label: ProtocolResult}``, e.g. SYSU-MM01's four), all of which the method must embed.
     """
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
-    wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
-    wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
-    if not wanted:
-        return {}
-    protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
+    if all_settings:
+        protocols = setting_protocols(name, protocol_options, metric)
+        for label, p in protocols.items():
+            lacking = [m for m in (p.query_modality, p.gallery_modality) if m not in available]
+            if lacking:
+                raise UserError(f"--all: setting {label!r} of protocol {name!r} needs {lacking[0]} images, which "
+                                f"dataset {catalog.name!r} or the method (embeds {', '.join(map(str, method.embeddable))}) "
+                                "lacks; drop --all and name the directions you can score with --direction")
+    else:
+        wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
+        wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
+        if not wanted:
+            return {}
+        protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
     qf, gf = features or pool_features(method, catalog, query_store, gallery_store, batch_size, device, progress)
     return {d: evaluate_protocol(p, catalog, qf, gf, rerank=rerank) for d, p in protocols.items()}
