@@ -228,6 +228,41 @@ def test_total_is_the_weighted_sum_with_option_weights():
     assert losses["loss"].item() == pytest.approx(sum(w * losses[k].item() for k, w in weights.items()), rel=1e-5)
 
 
+def test_loss_weights_follow_the_released_batch_size_rule():
+    big = make("train.ids_per_batch=12", "train.images_per_id=5")  # 12 x (5 + 5) = 120
+    assert big.weights == {"tgsa_intra_weight": 1.0, "tgsa_inter_weight": 0.6, "tgsa_mixed_terms": True,
+                           "csa_inter_weight": 0.8}
+    small = make()  # 8 x (4 + 4) = 64
+    assert small.weights == {"tgsa_intra_weight": 0.1, "tgsa_inter_weight": 0.1, "tgsa_mixed_terms": False,
+                             "csa_inter_weight": 0.3}
+    given = make("method.options.tgsa_mixed_terms=true", "method.options.csa_inter_weight=0.8")
+    assert given.weights == {**small.weights, "tgsa_mixed_terms": True, "csa_inter_weight": 0.8}  # given ones win
+    # the number: at batch 64 tgsa_intra is the first term alone and joins the total at 0.1
+    batch = make_batch()
+    small.eval()
+    with torch.no_grad():
+        losses = small.training_step(batch, small.stages()[0]).losses
+        f = small.forward_train(batch.images)["f_shared"]
+    assert losses["tgsa_intra"].item() == pytest.approx(graph_kl(f[:8], f[8:]).item(), rel=1e-5)
+    weights = {"id": 1, "triplet": 1, "discriminator": 1, "confuser": 1, "purifier_entropy": 0.1,
+               "purifier_centroid": 0.1, "tgsa_intra": 0.1, "tgsa_inter": 0.1, "csa_intra": 1, "csa_inter": 0.3,
+               "csa_set_intra": 1, "csa_set_inter": 0.3}
+    assert losses["loss"].item() == pytest.approx(sum(w * losses[k].item() for k, w in weights.items()), rel=1e-5)
+
+
+def test_tgsa_mixed_terms_reward_collapsed_features():
+    """The released TGSA's two mixed terms align graphs of different identities (docs/methods.md):
+    with visible = infrared (first intra term 0) they grow with the identities' spread, 0 when collapsed."""
+    def mixed_terms(spread: float) -> float:
+        vis = (torch.eye(12, 64) * spread / math.sqrt(2)).repeat_interleave(5, 0)  # 12 ids x 5, centres `spread` apart
+        mixed = torch.cat([vis[:30], vis[:30]])
+        assert graph_kl(vis, vis).item() == pytest.approx(0.0, abs=1e-6)
+        return (graph_kl(vis, mixed) + graph_kl(mixed, vis)).item()
+
+    assert mixed_terms(0.0) == pytest.approx(0.0, abs=1e-6)
+    assert mixed_terms(5.0) == pytest.approx(0.90, abs=0.01) and mixed_terms(10.0) == pytest.approx(1.82, abs=0.01)
+
+
 @pytest.mark.parametrize("override, gone", [
     ("method.options.purifier=false", {"purifier_entropy", "purifier_centroid"}),
     ("method.options.tgsa=false", {"tgsa_intra", "tgsa_inter"}),

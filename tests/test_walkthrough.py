@@ -195,3 +195,65 @@ def test_regdb_pattern_missing_a_trial_is_one_line(regdb_runs, tmp_path):
     code, out = invoke("evaluate", partial / "trial{t}", "--all", "--quiet")
     assert code == 2 and "run folder for RegDB trial 4 not found" in out and out.count("\n") == 1
     assert not (partial / "evaluation.json").exists()
+
+
+# ---------------------------------------------------------------- the full walkthrough (slow)
+def write_sysu_from_synthetic(root: Path, synth: Path) -> Path:
+    """The full SYSU-MM01 tree (every folder at its real size, the real split files and
+    rand_perm_cam.mat) filled with crossreid's synthetic persons: SYSU person n (in sorted order)
+    is synthetic person n, visible cams 1, 4 / 2, 5 are synthetic RGB cams 1 / 2, infrared cams
+    3 / 6 synthetic IR cams 3 / 4, and image k of a folder time step (k - 1) mod 6."""
+    pids = sorted({p for _, p, _ in sysu_counts()})
+    person = {p: i + 1 for i, p in enumerate(pids)}
+    source_cam = {1: 1, 4: 1, 2: 2, 5: 2, 3: 3, 6: 4}
+    cache: dict[tuple[int, int, int], bytes] = {}
+
+    def jpeg(cam: int, pid: int, t: int) -> bytes:
+        key = (source_cam[cam], person[pid], t)
+        if key not in cache:
+            mod = "ir" if cam in (3, 6) else "rgb"
+            c, n = key[0], key[1]
+            img = Image.open(synth / "images" / mod / f"cam{c:02d}" / f"{n:04d}" / f"{n:04d}_c{c:02d}_t{t:03d}.png")
+            buf = io.BytesIO()
+            img.convert("RGB").save(buf, format="JPEG", quality=90)
+            cache[key] = buf.getvalue()
+        return cache[key]
+
+    for cam, pid, n in sysu_counts():
+        folder = root / f"cam{cam}" / f"{pid:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(1, n + 1):
+            (folder / f"{k:04d}.jpg").write_bytes(jpeg(cam, pid, (k - 1) % 6))
+    (root / "exp").mkdir()
+    for part in ("train", "val", "test"):
+        shutil.copyfile(SYSU / "exp" / f"{part}_id.txt", root / "exp" / f"{part}_id.txt")
+    shutil.copyfile(PERM, root / "exp" / "rand_perm_cam.mat")
+    return root
+
+
+@pytest.mark.slow
+def test_the_sysu_walkthrough_of_the_docs_on_synthetic_persons(tmp_path):
+    """docs/datasets.md, SYSU-MM01: check -> train agw_sysu (CPU-sized) -> evaluate --all -> report."""
+    if not PERM.is_file():
+        pytest.skip("shared/data (real SYSU-MM01 split files) absent")
+    from crossreid.data.synth import SynthParams, generate
+
+    synth = generate(tmp_path / "synth", SynthParams(identities=491, val_identities=0, rgbd_cameras=2, ir_cameras=2,
+                                                      images_per_camera=6, modalities=["rgb", "ir"], height=64,
+                                                      width=32), progress=False)
+    root = write_sysu_from_synthetic(tmp_path / "SYSU-MM01", synth)
+    code, out = invoke("check", "sysu_mm01", "--root", root, "--quiet")
+    assert code == 0 and out.rstrip().endswith("OK") and "44745 distinct" in out, out
+    run = tmp_path / "runs" / "agw_sysu"
+    code, out = invoke("train", "agw_sysu", f"data.root={root}", *SMALL, "--out", run, "--quiet")
+    assert code == 0 and "finished: kept epoch 1 of 1 (train.select=last" in out, out
+    code, out = invoke("evaluate", run, "--all", "--quiet")
+    assert code == 0, out
+    print(out)
+    rows = {" ".join(r.split()[:2]): r.split()[2:] for r in out.splitlines()[3:7]}
+    assert {k: (int(v[2]), int(v[1])) for k, v in rows.items()} == SYSU_TABLE
+    code, out = invoke("evaluate", run, "--all", "--protocol", "sysu_mm01_agw", "--quiet",
+                       "--json", tmp_path / "agw_draw.json")
+    assert code == 0 and "all-search single-shot" in out and "multi-shot" not in out, out
+    code, out = invoke("report", run, tmp_path / "agw_draw.json", "--out", tmp_path / "report.html")
+    assert code == 0, out

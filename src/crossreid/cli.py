@@ -229,9 +229,9 @@ def report_cmd(runs: tuple[str, ...], out: str, title: str | None, overwrite: bo
         raise UserError(f"report: the runs were evaluated on different datasets ({which}); their figures do not "
                         "belong side by side: make one report per dataset")
     names = [e.name for e in evaluations]
-    for e in evaluations:  # runs sharing a folder name (seed0 of two experiments) get their parent's too
+    for run, e in zip(runs, evaluations):  # runs sharing a folder name (seed0 of two experiments): as given
         if names.count(e.name) > 1:
-            e.label = f"{Path(e.run).parent.name}/{e.name}"
+            e.label = run
     names = [e.name for e in evaluations]
     write_report(target, evaluations, title or f"crossreid report: {', '.join(names)} on {datasets[0]}")
     click.echo(f"wrote {target}: {len(evaluations)} run(s) evaluated on {datasets[0]}")
