@@ -238,7 +238,8 @@ def test_the_sysu_walkthrough_of_the_docs_on_synthetic_persons(tmp_path):
         pytest.skip("shared/data (real SYSU-MM01 split files) absent")
     from crossreid.data.synth import SynthParams, generate
 
-    synth = generate(tmp_path / "synth", SynthParams(identities=491, val_identities=0, rgbd_cameras=2, ir_cameras=2,
+    persons = len({pid for _, pid, _ in sysu_counts()})  # 513 folders' persons, the 491 of the splits among them
+    synth = generate(tmp_path / "synth", SynthParams(identities=persons, val_identities=0, rgbd_cameras=2, ir_cameras=2,
                                                       images_per_camera=6, modalities=["rgb", "ir"], height=64,
                                                       width=32), progress=False)
     root = write_sysu_from_synthetic(tmp_path / "SYSU-MM01", synth)

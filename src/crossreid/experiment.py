@@ -20,7 +20,7 @@ from crossreid.errors import UserError
 from crossreid.evaluation.document import Evaluation
 from crossreid.evaluation.examples import ranked_examples
 from crossreid.io import read_json, write_json
-from crossreid.retrieval.evaluate import evaluate_directions, pool_features
+from crossreid.retrieval.evaluate import evaluate_directions, pool_features, table_protocols
 
 
 @dataclass
@@ -171,9 +171,12 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
     if updates:
         cfg.data = cfg.data.model_copy(update=updates)
+    name = protocol or dataset_protocol(cfg.data.dataset)
     if all_settings:  # a protocol without a table, or options that contradict it: said before any work
-        setting_protocols(protocol or dataset_protocol(cfg.data.dataset), protocol_options, metric or cfg.eval.metric)
+        setting_protocols(name, protocol_options, metric or cfg.eval.metric)
     catalog = open_catalog(cfg.data, progress=progress)
+    if all_settings:  # and a setting the data or the method cannot score, before any image is embedded
+        table_protocols(method, catalog, name, protocol_options, metric or cfg.eval.metric)
     require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "evaluate",
                   protocols=[protocol] if protocol else None)
     stores = TestStores.of(catalog, cfg.data)

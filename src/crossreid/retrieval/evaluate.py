@@ -35,6 +35,20 @@ def pool_features(method, catalog: Catalog, query_store: ImageStore, gallery_sto
     return qf, features(gallery_store)
 
 
+def table_protocols(method, catalog: Catalog, name: str, options: dict | None, metric: str | None) -> dict:
+    """The settings of protocol ``name``'s full table (``setting_protocols``), each of which the
+    catalog and the method must have the modalities of (a UserError names the first that lacks one)."""
+    available = set(catalog.modalities) & set(method.embeddable)
+    protocols = setting_protocols(name, options, metric)
+    for label, p in protocols.items():
+        lacking = [m for m in (p.query_modality, p.gallery_modality) if m not in available]
+        if lacking:
+            raise UserError(f"--all: setting {label!r} of protocol {name!r} needs {lacking[0]} images, which "
+                            f"dataset {catalog.name!r} or the method (embeds {', '.join(map(str, method.embeddable))}) "
+                            "lacks; drop --all and name the directions you can score with --direction")
+    return protocols
+
+
 def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
@@ -53,13 +67,7 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
     if all_settings:
-        protocols = setting_protocols(name, protocol_options, metric)
-        for label, p in protocols.items():
-            lacking = [m for m in (p.query_modality, p.gallery_modality) if m not in available]
-            if lacking:
-                raise UserError(f"--all: setting {label!r} of protocol {name!r} needs {lacking[0]} images, which "
-                                f"dataset {catalog.name!r} or the method (embeds {', '.join(map(str, method.embeddable))}) "
-                                "lacks; drop --all and name the directions you can score with --direction")
+        protocols = table_protocols(method, catalog, name, protocol_options, metric)
     else:
         wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
         wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
