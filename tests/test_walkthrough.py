@@ -179,7 +179,7 @@ def test_regdb_ten_trial_runs_both_directions_in_one_table(regdb_runs):
     _, runs = regdb_runs
     code, out = invoke("evaluate", runs / "trial{t}", "--all", "--quiet")
     assert code == 0, out
-    assert "(10 trial runs;" in out.splitlines()[0]
+    assert "(trial run 1 of 10; every run's kept epoch is in evaluation.json)" in out.splitlines()[0]
     assert "protocol regdb on regdb: 10 trials" in out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith(("rgb->ir", "ir->rgb"))]
     assert [r[0] for r in rows] == ["rgb->ir", "ir->rgb"] and all("±" in " ".join(r) for r in rows)

@@ -198,7 +198,8 @@ def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: 
                               all_settings=all_settings)
     if not evaluation.results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
-    trials = f" ({len(evaluation.kept)} trial runs; each one's in {target.name})" if len(evaluation.kept) > 1 else ""
+    trials = (f" (trial run 1 of {len(evaluation.kept)}; every run's kept epoch is in {target.name})"
+              if len(evaluation.kept) > 1 else "")
     click.echo(f"{evaluation.method} run {evaluation.run}: {evaluation.kept[0]}{trials}")
     click.echo(format_evaluation(evaluation.results))
     replaced = target.is_file()
@@ -216,25 +217,17 @@ def report_cmd(runs: tuple[str, ...], out: str, title: str | None, overwrite: bo
     weights, protocol, distance, re-ranking), one results table with chance R1, CMC curves and ranked
     lists. RUN is a run folder or RegDB trial pattern that `crossreid evaluate` has scored (its
     evaluation.json), or a results file written with `evaluate --json`."""
-    from crossreid.evaluation.document import Evaluation, find
+    from crossreid.evaluation.document import side_by_side
     from crossreid.report.html import write_report
 
     target = Path(out)
     if target.exists() and not overwrite:
         raise UserError(f"{target}: exists; pass --overwrite to replace it or choose another --out")
-    evaluations = [Evaluation.load(find(run)) for run in runs]
-    datasets = sorted({e.dataset for e in evaluations})
-    if len(datasets) > 1:
-        which = ", ".join(f"{run}: {e.dataset}" for run, e in zip(runs, evaluations))
-        raise UserError(f"report: the runs were evaluated on different datasets ({which}); their figures do not "
-                        "belong side by side: make one report per dataset")
-    names = [e.name for e in evaluations]
-    for run, e in zip(runs, evaluations):  # runs sharing a folder name (seed0 of two experiments): as given
-        if names.count(e.name) > 1:
-            e.label = run
-    names = [e.name for e in evaluations]
-    write_report(target, evaluations, title or f"crossreid report: {', '.join(names)} on {datasets[0]}")
-    click.echo(f"wrote {target}: {len(evaluations)} run(s) evaluated on {datasets[0]}")
+    evaluations = side_by_side(runs)
+    dataset = evaluations[0].dataset
+    write_report(target, evaluations,
+                 title or f"crossreid report: {', '.join(e.name for e in evaluations)} on {dataset}")
+    click.echo(f"wrote {target}: {len(evaluations)} run(s) evaluated on {dataset}")
 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:

@@ -88,3 +88,20 @@ def find(run: str | os.PathLike) -> Path:
     if not found.is_file():
         raise UserError(f"{run}: not evaluated yet (no {found}); run `crossreid evaluate {run}` first")
     return found
+
+
+def side_by_side(runs: list[str] | tuple[str, ...]) -> list[Evaluation]:
+    """The evaluations behind ``report RUN [RUN ...]`` (:func:`find`): all of one dataset, else a
+    UserError. Runs that share a name are labelled by what was given: a results file by its
+    stem, a folder with its parent (``agw/seed0``, ``idkl/seed0``)."""
+    evaluations = [Evaluation.load(find(run)) for run in runs]
+    if len({e.dataset for e in evaluations}) > 1:
+        which = ", ".join(f"{run}: {e.dataset}" for run, e in zip(runs, evaluations))
+        raise UserError(f"report: the runs were evaluated on different datasets ({which}); their figures do not "
+                        "belong side by side: make one report per dataset")
+    names = [e.name for e in evaluations]
+    for run, e in zip(runs, evaluations):
+        if names.count(e.name) > 1:
+            given = Path(run)
+            e.label = given.stem if given.suffix == ".json" else f"{given.parent.name}/{given.name}"
+    return evaluations

@@ -19,7 +19,8 @@ from crossreid.report.plots import cmc_plot, ranked_strip
 from crossreid.version import __version__
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:75em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right;
+white-space:nowrap}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.note{color:#a33}ul{padding-left:1.2em}
 img{image-rendering:pixelated;margin:.2em 0}h3{margin-top:1.5em}.small{color:#555;font-size:90%}"""
 
@@ -65,7 +66,8 @@ def _runs_section(evaluations: Sequence[Evaluation]) -> list[str]:
         parts.append(f"<li><b>{_e(e.name)}</b> ({_e(e.method)}, <span class='small'>{_e(e.run)}</span>)<br>"
                      f"weights: {_e(kept)}<br>"
                      + "".join(f"{_e(s)}<br>" for s in settings)
-                     + (f"test feature: {_e(feature)}" if feature else "") + "</li>")
+                     + ("test feature: " + _e(", ".join(f"{k} {v}" for k, v in feature.items())) if feature else "")
+                     + "</li>")
     parts.append("</ul>")
     return parts
 
