@@ -299,7 +299,7 @@ def test_evaluate_under_torchrun_embeds_each_image_once_and_equals_one_process(s
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / f"two{rank}.npy"), single, atol=1e-5)
     assert two.stdout.count("direction") == one.stdout.count("direction") == 1  # one table, from rank 0
-    a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["results"] for n in ("one", "two"))
     assert a.keys() == b.keys() == {"rgb->depth"}
     for key in ("rank1", "rank5", "map", "minp"):
         assert b["rgb->depth"]["mean"][key] == pytest.approx(a["rgb->depth"]["mean"][key], abs=1e-9)

@@ -172,7 +172,9 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
                                                    "ignored_problems": found.problems, "warnings": found.warnings})
     summary = trainer.fit()
     if dist.main:
-        click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
+        from crossreid.engine.selection import describe_fit
+
+        click.echo(f"finished: {describe_fit(summary)}; weights in {Path(out) / 'model.safetensors'}")
 
 
 @cli.command("evaluate")
@@ -194,33 +196,70 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 @click.option("--ignore-check", is_flag=True, help="Evaluate even though the data fails `crossreid check` "
               "(e.g. a person in both the training and the test split).")
+@click.option("--all", "all_settings", is_flag=True,
+              help="Every setting of the protocol's full table in one call: SYSU-MM01 all/indoor x single/multi-shot, "
+                   "RegDB and LLCM both directions (instead of --direction).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: the run's eval.batch_size).")
 @_device_option
 @_amp_option("the network")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
                  metric: str | None, json_out: str | None, quiet: bool, rerank: bool = False,
-                 rerank_options: tuple[str, ...] = (), ignore_check: bool = False, batch_size: int | None = None,
-                 device: str | None = None, amp: str = "auto") -> None:
+                 rerank_options: tuple[str, ...] = (), ignore_check: bool = False, all_settings: bool = False,
+                 batch_size: int | None = None, device: str | None = None, amp: str = "auto") -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools.
-    Prints, per protocol set-up, the queries, valid queries, gallery size and chance R1 beside the metrics.
-    Under `torchrun --nproc_per_node N -m crossreid evaluate ...` each process embeds 1/N of the images."""
+    Prints, per protocol set-up, the queries, valid queries, gallery size and chance R1 beside the metrics,
+    and keeps the results (with a few ranked lists) in RUN/evaluation.json, or --json FILE, for
+    `crossreid report`. Under `torchrun --nproc_per_node N -m crossreid evaluate ...` each process
+    embeds 1/N of the images."""
+    from crossreid.evaluation.document import default_path
     from crossreid.evaluation.results import format_evaluation
     from crossreid.experiment import evaluate_run
-    from crossreid.io import write_json
 
-    results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
-                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
-                           metric=metric, rerank=_rerank_from(rerank, rerank_options), ignore_check=ignore_check,
-                           batch_size=batch_size, device=device, amp=amp)
-    if results is None:
+    if all_settings and directions:
+        raise UserError("--all scores every setting of the protocol's table, --direction picks some; give one of them")
+    target = Path(json_out) if json_out else default_path(run)
+    if target is None:
+        raise UserError(f"{run}: a pattern with {{t}} above its last folder has no folder for the results; "
+                        "pass --json FILE")
+    evaluation = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
+                              dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
+                              metric=metric, rerank=_rerank_from(rerank, rerank_options), ignore_check=ignore_check,
+                              all_settings=all_settings, batch_size=batch_size, device=device, amp=amp)
+    if evaluation is None:
         return  # another process of a torchrun job: rank 0 prints and writes
-    if not results:
+    if not evaluation.results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
-    click.echo(format_evaluation(results))
-    if json_out:
-        write_json(json_out, {d: r.to_json() for d, r in results.items()})
-        click.echo(f"wrote {json_out}")
+    trials = (f" (trial run 1 of {len(evaluation.kept)}; every run's kept epoch is in {target.name})"
+              if len(evaluation.kept) > 1 else "")
+    click.echo(f"{evaluation.method} run {evaluation.run}: {evaluation.kept[0]}{trials}")
+    click.echo(format_evaluation(evaluation.results))
+    replaced = target.is_file()
+    evaluation.save(target)
+    click.echo(f"wrote {target}" + (" (replacing the earlier results)" if replaced else ""))
+
+
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN]...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--title", help="Page title (default: the dataset and the runs).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def report_cmd(runs: tuple[str, ...], out: str, title: str | None, overwrite: bool) -> None:
+    """One self-contained HTML page for evaluated runs, side by side: what each run is (method, kept
+    weights, protocol, distance, re-ranking), one results table with chance R1, CMC curves and ranked
+    lists. RUN is a run folder or RegDB trial pattern that `crossreid evaluate` has scored (its
+    evaluation.json), or a results file written with `evaluate --json`."""
+    from crossreid.evaluation.document import side_by_side
+    from crossreid.report.html import write_report
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise UserError(f"{target}: exists; pass --overwrite to replace it or choose another --out")
+    evaluations = side_by_side(runs)
+    dataset = evaluations[0].dataset
+    write_report(target, evaluations,
+                 title or f"crossreid report: {', '.join(e.name for e in evaluations)} on {dataset}")
+    click.echo(f"wrote {target}: {len(evaluations)} run(s) evaluated on {dataset}")
 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:

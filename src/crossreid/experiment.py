@@ -3,6 +3,7 @@ the one run-or-reuse loop of experiment sets; evaluate a finished run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from crossreid.data.samples import Catalog
 from crossreid.device import check_amp, open_device, resolve_device
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
+from crossreid.evaluation.document import Evaluation
+from crossreid.evaluation.examples import ranked_examples
 from crossreid.io import read_json, write_json
-from crossreid.retrieval.evaluate import evaluate_directions, pool_features
+from crossreid.retrieval.evaluate import evaluate_directions, pool_features, table_protocols
 
 
 @dataclass
@@ -141,22 +144,27 @@ class Runner:
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
                  data_options: dict | None = None, progress: bool = True, metric: str | None = None,
-                 rerank=None, ignore_check: bool = False, *, batch_size: int | None = None, device=None,
-                 amp: str = "auto") -> dict | None:
-    """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
+                 rerank=None, ignore_check: bool = False, all_settings: bool = False, *,
+                 batch_size: int | None = None, device=None, amp: str = "auto") -> Evaluation | None:
+    """A trained run scored on its (or another) dataset's test pools: ``results`` by direction, or,
+    with ``all_settings``, by setting of the protocol's full table (SYSU-MM01's four, both
+    directions of RegDB and LLCM), with a few ranked lists of each.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
-    evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials;
-    a missing trial run is an error. ``metric`` (default: the run's ``eval.metric``) is the
-    default of the protocol's ``distance`` option. Data that fails ``crossreid check`` (at catalog
-    level: :func:`~crossreid.data.datasets.check.require_sound`) is refused unless ``ignore_check``.
+    evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials
+    (ranked lists: trial 1's); a missing trial run is an error. ``metric`` (default: the run's
+    ``eval.metric``) is the default of the protocol's ``distance`` option. Data that fails
+    ``crossreid check`` (at catalog level: :func:`~crossreid.data.datasets.check.require_sound`)
+    is refused unless ``ignore_check``.
     The pools are embedded on ``device`` (default: CUDA when available) under ``amp``, in batches of
     ``batch_size`` (default: the run's ``eval.batch_size``); under torchrun each rank embeds its share
     and rank 0 scores: the other ranks get None.
     """
     from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
-    from crossreid.engine.runs import load_run
+    from crossreid.data.registry import dataset_protocol
+    from crossreid.engine.runs import kept_epoch, load_run
+    from crossreid.evaluation.protocols import setting_protocols
 
     device, dist = open_device(device)
     if "{t}" in str(run):
@@ -164,21 +172,38 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
         from crossreid.evaluation.regdb_protocols import combine_trials
 
         per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
-                                  metric, rerank, ignore_check, batch_size=batch_size, device=device, amp=amp)
+                                  metric, rerank, ignore_check, all_settings, batch_size=batch_size,
+                                  device=device, amp=amp)
                      for r in find_trial_runs(str(run))]
         if not dist.main:
             return None
-        return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
+        first = per_trial[0]
+        return dataclasses.replace(
+            first, run=str(Path(run).absolute()), kept=[line for e in per_trial for line in e.kept],
+            results={d: combine_trials([e.results[d] for e in per_trial]) for d in first.results})
     cfg, method = load_run(run)
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
     if updates:
         cfg.data = cfg.data.model_copy(update=updates)
+    name = protocol or dataset_protocol(cfg.data.dataset)
+    if all_settings:  # a protocol without a table, or options that contradict it: said before any work
+        setting_protocols(name, protocol_options, metric or cfg.eval.metric)
     catalog = open_catalog(cfg.data, progress=progress and dist.main, dist=dist)
+    if all_settings:  # and a setting the data or the method cannot score, before any image is embedded
+        table_protocols(method, catalog, name, protocol_options, metric or cfg.eval.metric)
     require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "evaluate",
                   protocols=[protocol] if protocol else None, say=dist.main)
     stores = TestStores.of(catalog, cfg.data)
-    results = evaluate_directions(method.to(device), catalog, stores.query, stores.gallery,
-                                  directions or cfg.eval.directions, metric or cfg.eval.metric, protocol=protocol,
-                                  protocol_options=protocol_options, batch_size=batch_size or cfg.eval.batch_size,
-                                  device=device, progress=progress and dist.main, rerank=rerank, amp=amp, dist=dist)
-    return record_test_feature(results, method) if dist.main else None
+    method = method.to(device)
+    features = pool_features(method, stores.query, stores.gallery, batch_size or cfg.eval.batch_size, device,
+                             progress and dist.main, amp, dist)
+    if not dist.main:
+        return None
+    results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
+                                  metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
+                                  features=features, rerank=rerank, all_settings=all_settings)
+    results = record_test_feature(results, method)
+    image = {"height": cfg.data.height, "width": cfg.data.width, "depth_encoding": cfg.data.depth_encoding}
+    return Evaluation(str(Path(run).absolute()), cfg.method.name, catalog.name, str(catalog.root),
+                      [kept_epoch(run)], image, results,
+                      {label: ranked_examples(catalog, r, features) for label, r in results.items()})

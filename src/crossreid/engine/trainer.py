@@ -3,8 +3,9 @@
 A :class:`~crossreid.engine.run_folder.RunFolder` owns the folder's layout and policy, a
 :class:`~crossreid.engine.checkpointer.Checkpointer` the checkpoints,
 :func:`~crossreid.engine.schedule.lr_factor` the learning rate and a
-:class:`~crossreid.engine.validator.Validator` model selection on the validation
-identities (drawn from training identities), never the test set. Process-wide set-up
+:class:`~crossreid.engine.validator.Validator` the validation score (identities drawn
+from training identities, never the test set) that ``train.select`` may keep an epoch by
+(:mod:`~crossreid.engine.selection`). Process-wide set-up
 (threads, deterministic kernels, the torchrun process group) belongs to the entry point
 (:func:`~crossreid.engine.process.setup_process`); the trainer's randomness is its own
 :class:`~crossreid.engine.process.RandomStream`, seeded by ``train.seed``.
@@ -38,6 +39,7 @@ from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.schedule import lr_factor
+from crossreid.engine.selection import epoch_score, keeps, require_validation_ids
 from crossreid.engine.state import restore_rng
 from crossreid.engine.validator import Validator
 from crossreid.errors import UserError
@@ -158,6 +160,7 @@ class Trainer:
                      disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
         self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
+        require_validation_ids(t.select, len(val), catalog.name)
         self.val_catalog = Catalog(catalog.root, query=val, gallery=val, name=catalog.name)
         self.val_store = ImageStore.for_data(val, cfg.data, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
@@ -246,11 +249,13 @@ class Trainer:
             partial = pos if epoch == pos.epoch and pos.step else Position()
             stats = self.train_epoch(model, sampler, optimizer, scaler, at, partial)
             record = {"stage": stage.name, "epoch": epoch, **stats, "lr": optimizer.param_groups[-1]["lr"]}
-            if self.validator.due(epoch, stage):
+            validated = self.validator.due(epoch, stage)
+            if validated:
                 last_val = self.validator(stage)
                 record.update({f"val/{k}": v for k, v in last_val.items()})
-            score = last_val.get("mAP", -float(stats["loss"]))
-            improved = best is None or score > best
+            rule = self.cfg.train.select
+            score = epoch_score(rule, stats["loss"], last_val["mAP"] if validated else None)
+            improved = keeps(rule, score, best)
             at.best = best = score if improved else best
             self._log(record, at)
             done = Progress(step=len(sampler), done=True, score=score)
@@ -258,10 +263,11 @@ class Trainer:
             if improved:
                 self.checkpoints.save_best(at, done)
         D.barrier(self.dist)
-        if self.dist.main:
-            self.checkpoints.load_best(stage.name)
+        kept = self.checkpoints.load_best(stage.name) if self.dist.main else None
         D.broadcast_module(self.dist, self.method)
-        return {"best": best, **last_val}
+        kept = D.broadcast_object(self.dist, kept)
+        return {"select": self.cfg.train.select, "epoch": kept["epoch"], "epochs": stage.epochs,
+                "score": kept.get("score"), **last_val}
 
     def _log(self, record: dict, at: EpochPoint) -> None:
         record["best"] = at.best

@@ -10,7 +10,8 @@ from crossreid import distributed as D
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import dataset_protocol
 from crossreid.data.samples import Catalog
-from crossreid.evaluation.protocols import evaluate_protocol, protocol_for
+from crossreid.errors import UserError
+from crossreid.evaluation.protocols import evaluate_protocol, protocol_for, setting_protocols
 from crossreid.modality import direction_name, parse_direction
 from crossreid.retrieval.extract import extract_features
 
@@ -38,12 +39,26 @@ def pool_features(method, query_store: ImageStore, gallery_store: ImageStore,
     return qf, features(gallery_store)
 
 
+def table_protocols(method, catalog: Catalog, name: str, options: dict | None, metric: str | None) -> dict:
+    """The settings of protocol ``name``'s full table (``setting_protocols``), each of which the
+    catalog and the method must have the modalities of (a UserError names the first that lacks one)."""
+    available = set(catalog.modalities) & set(method.embeddable)
+    protocols = setting_protocols(name, options, metric)
+    for label, p in protocols.items():
+        lacking = [m for m in (p.query_modality, p.gallery_modality) if m not in available]
+        if lacking:
+            raise UserError(f"--all: setting {label!r} of protocol {name!r} needs {lacking[0]} images, which "
+                            f"dataset {catalog.name!r} or the method (embeds {', '.join(map(str, method.embeddable))}) "
+                            "lacks; drop --all and name the directions you can score with --direction")
+    return protocols
+
+
 def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
                         features: tuple[np.ndarray, np.ndarray] | None = None,
                         protocol_options: dict | None = None, validation: bool = False, rerank=None,
-                        amp: str | None = None, dist: D.Dist = D.Dist()) -> dict:
+                        amp: str | None = None, dist: D.Dist = D.Dist(), all_settings: bool = False) -> dict:
     """``{direction: ProtocolResult}`` for each direction whose modalities the catalog and method have.
 
     ``protocol`` defaults to the one the dataset registered (``validation``: the one for its
@@ -52,14 +67,19 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     option; ``protocol_options`` are its other options; ``rerank`` re-ranks every trial.
     Without ``features`` the pools are embedded (:func:`pool_features`); under torchrun every
     rank takes part in that and rank 0 alone scores: the others get ``{}``.
+    ``all_settings``: instead of ``directions``, every setting of the protocol's full table
+    (``{label: ProtocolResult}``, e.g. SYSU-MM01's four), all of which the method must embed.
     """
     name = protocol or dataset_protocol(catalog.name, validation)
     available = set(catalog.modalities) & set(method.embeddable)
-    wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
-    wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
-    if not wanted:
-        return {}
-    protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
+    if all_settings:
+        protocols = table_protocols(method, catalog, name, protocol_options, metric)
+    else:
+        wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
+        wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
+        if not wanted:
+            return {}
+        protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
     qf, gf = features or pool_features(method, query_store, gallery_store, batch_size, device, progress,
                                        amp, dist)
     if not dist.main:
