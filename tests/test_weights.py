@@ -121,6 +121,23 @@ def test_imagenet_by_name_downloads_once_into_the_hub_cache(published, table, tm
     assert torch.equal(again.backbone.conv1.weight, source["conv1.weight"])
 
 
+def test_one_process_per_machine_downloads_and_a_quiet_run_shows_no_bar(published, table, monkeypatch, capfd):
+    from crossreid import distributed as D
+    from crossreid.engine import init
+
+    cfg = load_config(None, ["model.arch=resnet18", "model.pretrained=imagenet"])
+    waited = []
+    monkeypatch.setattr(D, "barrier", lambda d: waited.append(d.rank))
+    with serve(published.parent) as (base, requests):
+        table(f"{base}/{published.name}")
+        init.fetch_init(cfg, D.Dist(1, 2, 1), progress=True)  # the machine's second process only waits
+        assert requests == [] and leftovers(cache()) == []
+        init.fetch_init(cfg, D.Dist(0, 2, 0), progress=False)
+    assert requests == [f"/{published.name}"] and leftovers(cache()) == [published.name]
+    assert waited == [1, 0]
+    assert capfd.readouterr().err == ""  # quiet: no progress bar, no "downloaded" line
+
+
 def test_a_cached_file_needs_no_network(published, table):
     cache().mkdir(parents=True, exist_ok=True)
     shutil.copy(published, cache() / published.name)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crossreid import distributed as D
 from crossreid.config import RunConfig
 from crossreid.errors import UserError
 from crossreid.io import write_json
-from crossreid.models.hub import SCRATCH, canonical
+from crossreid.models.hub import SCRATCH, canonical, fetch, published_url
 from crossreid.models.weights import LoadReport
 
 INIT_FILE = "init.json"
@@ -30,6 +31,19 @@ def check_init(cfg: RunConfig) -> None:
     if cfg.model.pretrained is None and cfg.data.dataset not in UNSET_MEANS_SCRATCH:
         raise UserError(f"model.pretrained is unset for dataset {cfg.data.dataset}: set model.pretrained=imagenet "
                         "(the papers' initialisation) or model.pretrained=none to train the backbone from scratch")
+
+
+def fetch_init(cfg: RunConfig, dist: D.Dist, progress: bool) -> None:
+    """Bring a named initialisation (``model.pretrained: imagenet``) into the hub cache before the
+    method builds, with a progress bar only when the run shows progress. Under torchrun the first
+    process of each machine downloads while the others wait, so a machine fetches the file once."""
+    name = canonical(cfg.model.pretrained)
+    if name is None or name == SCRATCH:
+        return
+    url = published_url(name, cfg.model.arch)
+    if dist.local_rank == 0:
+        fetch(url, progress)
+    D.barrier(dist)
 
 
 def without_init(cfg: RunConfig) -> RunConfig:

@@ -35,7 +35,7 @@ from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
 from crossreid.device import resolve_device
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
-from crossreid.engine.init import check_init, save_init, without_init
+from crossreid.engine.init import check_init, fetch_init, save_init, without_init
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.schedule import lr_factor
@@ -119,6 +119,7 @@ class Trainer:
         self.folder.check(resume, overwrite)
         if not resume:
             check_init(cfg)
+            fetch_init(cfg, self.dist, self.progress)
         self.device = self._device(device)
         self.random = RandomStream(cfg.train.seed)
         with self.random:
