@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pydantic
@@ -47,13 +47,15 @@ class SynthParams(pydantic.BaseModel, extra="forbid"):
     viewpoint_spread: Optional[float] = pydantic.Field(None, ge=0.0, le=3.0, description="per-image yaw spread scale")
     noise: Optional[float] = pydantic.Field(None, ge=0.0, le=4.0, description="sensor noise scale")
 
-    @pydantic.model_validator(mode="after")
-    def _preset(self) -> "SynthParams":
-        """Fill the levels left unset from the difficulty preset (explicit values win)."""
-        for name, value in DIFFICULTIES[self.difficulty].items():
-            if getattr(self, name) is None:
-                self.__dict__[name] = value
-        return self
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Fill the levels left unset from the difficulty preset (explicit values win); they are
+        then validated like given ones. An unknown difficulty is left to the field's own check."""
+        if isinstance(data, dict):
+            preset = DIFFICULTIES.get(data.get("difficulty", "default"), {})
+            data = {**data, **{k: v for k, v in preset.items() if data.get(k) is None}}
+        return data
 
     @pydantic.field_validator("modalities")
     @classmethod
