@@ -8,6 +8,7 @@ more when a registered dataset supplies the labels (rows matched by path).
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -21,7 +22,6 @@ from crossreid.errors import UserError
 from crossreid.evaluation.protocols import PROTOCOLS, Protocol, evaluate_protocol, get_protocol, with_distance
 from crossreid.evaluation.results import ProtocolResult
 from crossreid.modality import Modality
-from crossreid.retrieval.features_file import run_metric
 
 LABEL_KEYS = ("ids", "cameras", "modalities")
 OPTIONAL_KEYS = ("frames", "sequences")
@@ -45,6 +45,21 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not data:
         raise UserError(f"{path}: empty .npz (no arrays); save 'paths' and 'features' with numpy.savez")
     return check_arrays(data, str(path))
+
+
+def run_metric(data: dict[str, np.ndarray]) -> str | None:
+    """The distance (``eval.metric``) of the run that extracted a loaded features file, if it records one."""
+    return (model_of(data) or {}).get("metric")
+
+
+def model_of(data: dict[str, np.ndarray]) -> dict | None:
+    """The ``model`` record of a loaded features file, or None."""
+    if "model" not in data:
+        return None
+    try:
+        return json.loads(str(data["model"]))
+    except json.JSONDecodeError:
+        return None
 
 
 def check_arrays(data: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:

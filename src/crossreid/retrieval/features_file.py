@@ -135,18 +135,3 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-
-
-def run_metric(data: dict[str, np.ndarray]) -> str | None:
-    """The distance (``eval.metric``) of the run that extracted a loaded features file, if it records one."""
-    return (model_of(data) or {}).get("metric")
-
-
-def model_of(data: dict[str, np.ndarray]) -> dict | None:
-    """The ``model`` record of a loaded features file, or None."""
-    if "model" not in data:
-        return None
-    try:
-        return json.loads(str(data["model"]))
-    except json.JSONDecodeError:
-        return None

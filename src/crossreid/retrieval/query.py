@@ -9,7 +9,7 @@ import numpy as np
 
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from crossreid.retrieval.features_file import model_of
+from crossreid.evaluation.score import model_of
 from crossreid.retrieval.search import Queries
 
 
