@@ -19,13 +19,21 @@ from crossreid import distributed as D
 
 
 def setup_process(train) -> D.Dist:
-    """Threads, deterministic kernels and the torchrun process group, from a ``TrainConfig``."""
+    """Threads, GPU kernel choices and the torchrun process group, from a ``TrainConfig``.
+
+    GPUs: cuDNN benchmarks its convolution algorithms for the input shapes (fixed in training)
+    and float32 matrix products and convolutions run in TF32 on tensor cores, unless
+    ``train.deterministic`` asks for repeatable runs: then deterministic algorithms, no
+    autotuning and full float32."""
     if train.threads:
         torch.set_num_threads(train.threads)
+    fast = not train.deterministic
+    torch.backends.cudnn.benchmark = fast
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return D.init_from_env()
 
