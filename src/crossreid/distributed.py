@@ -181,7 +181,7 @@ class CrossRankBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         xf = x.float()
         rows = xf.new_tensor([x.numel() // x.shape[1]], dtype=torch.float64)
         sums = _SumOverRanks.apply(torch.cat([xf.sum(dims).double(), rows]))
-        n = float(sums[-1])  # values per channel over all processes
+        n = float(sums[-1].detach())  # values per channel over all processes
         mean = (sums[:-1] / n).float()
         centred = xf - mean.view(shape)
         var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n

@@ -158,7 +158,8 @@ class CrossModalDistillation(Method):
         self._cache, self._cache_rows = cached["targets"], {r: k for k, r in enumerate(rows)}
 
     def unused_parameters(self, stage: Stage) -> bool:
-        return stage.name == "student" or super().unused_parameters(stage)   # the MSE never reaches G's classifier
+        # The MSE never reaches G's classifier, which is frozen only with the layers above the cut point.
+        return super().unused_parameters(stage) or (stage.name == "student" and not self.options.freeze)
 
     # -------------------------------------------------------------- training
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
