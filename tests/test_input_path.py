@@ -177,6 +177,23 @@ def test_prefetcher_gives_the_inline_batches_and_times_the_wait():
     assert ahead.waited < 0.04
 
 
+def test_a_batch_stays_untouched_while_the_next_ones_are_prepared():
+    from crossreid.engine.trainer import PREFETCH
+
+    store = random_store(30, 16, 8)
+    maker = BatchMaker(store, Recipe(True, 2), {i: i for i in range(10)}, torch.device("cpu"), buffers=PREFETCH + 2)
+    rows = list(range(0, 30, 3)) + list(range(1, 30, 3))
+
+    def make(step):
+        return maker((step,), rows, list(range(20)), [RGB, IR])
+
+    with Prefetcher(make, range(8), torch.device("cpu"), ahead=PREFETCH) as batches:
+        for batch in batches:
+            kept = batch.images.clone()
+            time.sleep(0.05)   # the producer runs ahead meanwhile
+            assert torch.equal(batch.images, kept)
+
+
 def test_prefetcher_raises_the_producers_error_and_stops_its_thread():
     def make(item):
         if item == 2:

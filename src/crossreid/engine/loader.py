@@ -48,7 +48,7 @@ class BatchMaker:
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self.global_layout = global_layout
         self._ring: dict[tuple, list[torch.Tensor]] = {}
-        self._turn = 0
+        self._made: dict[tuple, int] = {}
         self.buffers = buffers
 
     def __call__(self, key: tuple[int, ...], indices: list[int], mine: list[int], modalities: list[Modality],
@@ -75,12 +75,11 @@ class BatchMaker:
         shape = (rows, 3, self.store.height, self.store.width)
         if self.device.type != "cpu":  # the device's caching allocator recycles memory
             return torch.empty(shape, device=self.device, memory_format=self.format)
-        ring = self._ring.setdefault(shape, [])
+        ring, made = self._ring.setdefault(shape, []), self._made.get(shape, 0)
+        self._made[shape] = made + 1
         if len(ring) < self.buffers:
             ring.append(torch.empty(shape, memory_format=self.format))
-            return ring[-1]
-        self._turn = (self._turn + 1) % self.buffers
-        return ring[self._turn]
+        return ring[made % self.buffers]  # the oldest: its batch is done
 
 
 _END = object()
