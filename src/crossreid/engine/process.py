@@ -16,26 +16,25 @@ import numpy as np
 import torch
 
 from crossreid import distributed as D
+from crossreid.device import training_kernels
 
 
-def setup_process(train) -> D.Dist:
-    """Threads, GPU kernel choices and the torchrun process group, from a ``TrainConfig``.
+def setup_process(train, device=None) -> D.Dist:
+    """Threads, GPU kernel choices and the torchrun process group, from a ``TrainConfig``; the
+    group's backend is nccl when the process trains on a GPU (``device``, a ``torch.device``;
+    default: when torch sees one), else gloo.
 
-    GPUs: cuDNN benchmarks its convolution algorithms for the input shapes (fixed in training)
-    and float32 matrix products and convolutions run in TF32 on tensor cores, unless
-    ``train.deterministic`` asks for repeatable runs: then deterministic algorithms, no
-    autotuning and full float32."""
+    GPUs: cuDNN autotunes its convolutions for the (fixed) training shapes and float32 matmuls and
+    convolutions run in TF32 (:func:`crossreid.device.training_kernels`), unless
+    ``train.deterministic`` asks for repeatable runs: then deterministic algorithms, no autotuning
+    and true float32."""
     if train.threads:
         torch.set_num_threads(train.threads)
-    fast = not train.deterministic
-    torch.backends.cudnn.benchmark = fast
-    torch.backends.cuda.matmul.allow_tf32 = fast
-    torch.backends.cudnn.allow_tf32 = fast
+    training_kernels(fast=not train.deterministic)
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-    return D.init_from_env()
+    return D.init_from_env(cuda=None if device is None else device.type == "cuda")
 
 
 def _capture() -> tuple:
