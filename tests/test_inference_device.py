@@ -322,3 +322,23 @@ def test_gpu_features_agree_with_the_cpu(seeded):
     assert fast.dtype == np.float32
     cos = (fast * cpu).sum(1) / (np.linalg.norm(fast, axis=1) * np.linalg.norm(cpu, axis=1))
     assert cos.min() > 0.999
+
+
+def test_a_training_batch_too_big_for_the_gpu_is_one_line_suggesting_a_smaller_one(tiny_root, tmp_path, monkeypatch):
+    import yaml
+
+    from crossreid.methods.one_stream import OneStream
+
+    def out_of_memory(self, batch, stage):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "generic", "root": str(tiny_root), "height": 32, "width": 16},
+        "model": {"arch": "resnet18"}, "train": {"ids_per_batch": 2, "images_per_id": 2, "epochs": 1}}))
+    monkeypatch.setattr(OneStream, "training_step", out_of_memory)
+    code, _, err = invoke("train", config, "--out", tmp_path / "run", "--quiet", "--device", "cpu")
+    errors = [line for line in err.splitlines() if not line.startswith("init: ")]  # the initialisation line
+    one_error_line(code, "\n".join(errors), "cpu: out of GPU memory in a training step (2 ids x 2 per modality x "
+                   "3 modalities, 32x16) with a batch of 12 images; use a smaller batch, e.g. train.images_per_id=1, "
+                   "or train.amp=bf16, and run again with --overwrite")

@@ -216,11 +216,40 @@ TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.w
         "train.random_grayscale=0.5", "train.pad=3"]
 
 
-def test_trainer_logs_the_data_wait(tiny_root, tmp_path):
+def test_trainer_logs_the_data_wait(tiny_root, tmp_path, monkeypatch):
+    """Batches that take 0.3 s each to make: the loop waits at least that long for the first one, at most
+    as long as all three took (the steps overlap the later ones)."""
+    make = Trainer.make_batch
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.3)
+        return make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "make_batch", slow)
     cfg = load_config(None, TINY)
     Trainer(cfg, tmp_path / "run", load_dataset("generic", tiny_root), progress=False).fit()
     record = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
-    assert 0 <= record["data_wait"] < 1
+    elapsed = 3 * 12 / record["images_per_s"]           # 3 steps of 2 ids x 2 images x 3 modalities
+    assert 0.3 <= record["data_wait"] * elapsed < 1.5
+
+
+def test_each_training_batch_is_augmented_by_the_draw_of_its_seed_stage_epoch_and_step(tiny_root, tmp_path,
+                                                                                      monkeypatch):
+    seen, call = [], BatchMaker.__call__
+
+    def record(self, key, indices, *args, **kwargs):
+        batch = call(self, key, indices, *args, **kwargs)
+        seen.append((key, indices, batch.images.clone()))
+        return batch
+
+    monkeypatch.setattr(BatchMaker, "__call__", record)
+    cfg = load_config(None, [*TINY, "train.epochs=2", "train.seed=4"])
+    trainer = Trainer(cfg, tmp_path / "run", load_dataset("generic", tiny_root), progress=False)
+    trainer.fit()
+    assert [key for key, _, _ in seen] == [(4, 0, e, s) for e in range(2) for s in range(3)]
+    again = BatchMaker(trainer.store, Recipe.of(cfg.train), trainer.label_map, torch.device("cpu"))
+    for key, indices, images in seen:   # the same draw, made afresh: the batch depends on nothing else
+        assert torch.equal(call(again, key, indices, list(range(len(indices))), [RGB, DEPTH, IR]).images, images)
 
 
 def _rank_rows(rank: int, world: int, root: str, port: int, out: str) -> None:

@@ -98,15 +98,19 @@ def autocast_dtype(device: "torch.device", amp: str | None = "auto") -> "torch.d
 
 class DeviceOutOfMemory(UserError):
     """A batch did not fit in the GPU's memory. ``fix`` says how to make it smaller (``{batch}``:
-    the batch that failed); the command line puts in its own way of setting the batch."""
+    the batch that failed); for an inference batch (``during`` empty) the command line puts in
+    its own way of setting the batch. ``during``: what ran out, e.g. "a training step" (whose
+    ``fix`` is final)."""
 
-    def __init__(self, device, batch: int, fix: str = "pass a smaller --batch-size (now {batch})") -> None:
+    def __init__(self, device, batch: int, fix: str = "pass a smaller --batch-size (now {batch})",
+                 during: str = "") -> None:
         super().__init__()
-        self.device, self.batch, self.fix = device, batch, fix
+        self.device, self.batch, self.fix, self.during = device, batch, fix, during
 
     def __str__(self) -> str:
         fix = self.fix.format(batch=self.batch)
-        return f"{self.device}: out of GPU memory with a batch of {self.batch} images; {fix}"
+        where = f" in {self.during}" if self.during else ""
+        return f"{self.device}: out of GPU memory{where} with a batch of {self.batch} images; {fix}"
 
 
 def tf32_switches() -> list[tuple[object, str, object]]:

@@ -34,7 +34,7 @@ from crossreid.data.augment import Recipe
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
-from crossreid.device import resolve_device
+from crossreid.device import DeviceOutOfMemory, resolve_device
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.loader import BatchMaker, Prefetcher
@@ -343,25 +343,26 @@ class Trainer:
                                 "declare the losses with LossTerms and return terms.output() (docs/extending.md)")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(output.losses["loss"]).backward()
+            scaler.step(optimizer)
         except torch.cuda.OutOfMemoryError:
-            raise UserError(self._out_of_memory(batch)) from None
-        scaler.step(optimizer)
+            raise self._out_of_memory(batch) from None
         scaler.update()
         with torch.no_grad():
             self.method.after_step(batch, stage, output)
         return output.losses
 
-    def _out_of_memory(self, batch: Batch) -> str:
+    def _out_of_memory(self, batch: Batch) -> DeviceOutOfMemory:
+        """The one-line error for a training batch that does not fit in GPU memory, with a smaller batch to try."""
         t, d = self.cfg.train, self.cfg.data
-        total = f", {torch.cuda.get_device_properties(self.device).total_memory / 2**30:.0f} GiB" \
-            if self.device.type == "cuda" else ""
-        again = "--resume is not possible with another batch; start again with --overwrite" \
-            if self.folder.has_checkpoint() else "run again with --overwrite"
-        return (f"out of memory on {self.device}{total} in a training step: a batch of {len(batch.labels)} images "
-                f"({t.ids_per_batch} ids x {t.images_per_id} per modality x {len(batch.modalities)} modalities"
-                f"{f' over {self.dist.world} processes' if self.dist.active else ''}) at {d.height}x{d.width} does "
-                f"not fit; use a smaller batch (train.ids_per_batch, train.images_per_id), smaller images or "
-                f"train.amp=bf16; {again}")
+        shape = (f"{t.ids_per_batch} ids x {t.images_per_id} per modality x {len(batch.modalities)} modalities"
+                 f"{f' over {self.dist.world} processes' if self.dist.active else ''}, {d.height}x{d.width}")
+        half = t.ids_per_batch // 2 // self.dist.world * self.dist.world   # P stays a multiple of the processes
+        smaller = f"train.ids_per_batch={half}" if half >= 2 else f"train.images_per_id={t.images_per_id // 2}" \
+            if t.images_per_id > 1 else "smaller images (data.height, data.width)"
+        again = "(--resume needs the same batch: start again with --overwrite)" if self.folder.has_checkpoint() \
+            else "and run again with --overwrite"
+        return DeviceOutOfMemory(self.device, len(batch.labels), during=f"a training step ({shape})",
+                                 fix=f"use a smaller batch, e.g. {smaller}, or train.amp=bf16, {again}")
 
     def make_batch(self, indices: list[int], stage: Stage, mine: list[int], key: tuple[int, ...]) -> Batch:
         """This process's rows (``mine``) of the global batch ``indices``, augmented with the draw keyed by
