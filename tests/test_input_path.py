@@ -59,6 +59,21 @@ def test_cache_stores_pixels_and_depth_compactly(tiny_root, tmp_path, encoding):
     assert all(np.array_equal(again.arrays[m], store.arrays[m]) for m in store.modalities)
 
 
+def test_depth_is_stored_in_the_precision_its_encoding_resolves():
+    """A person's 10 cm of relief (a ramp at 2 m) through the cache: global depth (0.5-8 m over [0, 1])
+    keeps it to 0.1 mm and in over 100 levels (8 bits would leave 4 levels, 15 mm error); relative
+    depth (±600 mm) within half its 8-bit step, 2.4 mm."""
+    from crossreid.data.pipeline import resize_stored, to_unit
+
+    ramp = np.linspace(2000, 2100, 32 * 16, dtype=np.float32).reshape(32, 16)
+    for encoding, mm_per_unit, limit_mm in (("global", 7500, 0.1), ("relative", 1200, 1200 / 510)):
+        stored = to_unit(resize_stored(ramp, DEPTH, 32, 16, encoding))
+        error_mm = float((stored - torch.from_numpy(encode_depth(ramp, encoding))).abs().max()) * mm_per_unit
+        assert error_mm <= limit_mm + 1e-4, encoding
+        if encoding == "global":
+            assert len(torch.unique(stored)) > 100
+
+
 def test_a_broken_cache_file_is_one_clear_error(tiny_root, tmp_path):
     cat = load_dataset("generic", tiny_root)
     store = ImageStore(cat.train, 16, 8, depth_encoding="normals", disk_dir=tmp_path, root=cat.root)
