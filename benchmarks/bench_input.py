@@ -1,6 +1,7 @@
 """The training input path alone, the path before issue 23 against today's, same run; and the data wait of demo steps.
 
     python benchmarks/bench_input.py [--machine "2-core CPU, no GPU"] [--batches 20] [--no-write]
+    python benchmarks/bench_input.py --quick   # does it run? 3 batches, 4 demo steps, nothing written
 
 At the AGW setting (8 ids × 4 images × 2 modalities = 64 images of 288×144, pad 10, flip) and
 the IDKL setting (12 × 5 × 2 = 120 of 384×144, pad 10, flip, random erasing 0.5), on one
@@ -171,7 +172,10 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per path and setting")
     parser.add_argument("--demo-steps", type=int, default=30, help="demo training steps for the data wait")
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: 3 batches, 4 demo steps, no write")
     args = parser.parse_args()
+    if args.quick:
+        args.batches, args.demo_steps, args.no_write = 3, 4, True
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
