@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import DOC, arguments  # benchmarks/common.py
 
 from crossreid.config import load_config, resolve_config
 from crossreid.data.augment import Recipe
@@ -37,8 +38,6 @@ from crossreid.engine.trainer import Trainer
 from crossreid.io import write_marked_section
 from crossreid.methods import Batch
 from crossreid.modality import Modality
-
-from common import DOC, arguments  # benchmarks/common.py
 
 RGB, IR = Modality.RGB, Modality.IR
 # name: (P, K, height, width, pad, random erasing)

@@ -19,8 +19,14 @@ import numpy as np
 from PIL import Image
 
 from crossreid.config import load_config, resolve_config
-from crossreid.data.images import (DEPTH_ENCODINGS, DEPTH_FAR_MM, DEPTH_NEAR_MM, RELIEF_MM, decode,
-                                   encode_depth)
+from crossreid.data.images import (
+    DEPTH_ENCODINGS,
+    DEPTH_FAR_MM,
+    DEPTH_NEAR_MM,
+    RELIEF_MM,
+    decode,
+    encode_depth,
+)
 from crossreid.data.open import open_catalog
 from crossreid.data.registry import load_dataset
 from crossreid.modality import Modality

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import DOC, arguments  # benchmarks/common.py
 
 from crossreid import distributed as D
 from crossreid.config import dump_config, load_config, resolve_config
@@ -47,8 +48,6 @@ from crossreid.engine.trainer import Trainer, _Step
 from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
-
-from common import DOC, arguments  # benchmarks/common.py
 
 RGB, IR = Modality.RGB, Modality.IR
 # (arch, height, width, synthetic persons, rendered height, width, P, K)
@@ -171,7 +170,7 @@ def check_torchrun(cfg, work: Path, device: torch.device) -> dict:
         env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", str(device.index or 0))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
            str(Path(__file__).resolve()), "--torchrun-worker", str(config), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     if proc.returncode:
         return {"ok": False, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
     got = json.loads(out.read_text())

@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors import safe_open
 
 from crossreid.config import load_config
-from crossreid.data import augment
 from crossreid.data.augment import Recipe, crop_rows, draw, erase, finish
 from crossreid.data.images import decode, encode_depth
 from crossreid.data.pipeline import LUMA_WEIGHTS, ImageStore, normalize, storage_dtype
