@@ -11,7 +11,7 @@ from crossreid.config import load_config
 from crossreid.data.registry import load_dataset
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.engine.checkpoint import load_checkpoint
-from crossreid.engine.trainer import Trainer
+from crossreid.engine.trainer import TIMINGS, Trainer
 from crossreid.errors import UserError
 from crossreid.methods.one_stream import OneStream
 from crossreid.modality import Modality
@@ -54,7 +54,7 @@ def test_fp16_on_cpu_is_an_error_before_anything_is_written(tiny_root, tmp_path)
 def test_deterministic_runs_repeat_exactly(tiny_root, tmp_path):
     catalog = load_dataset("generic", tiny_root)
     runs = [fit(catalog, tmp_path / name, "train.deterministic=true", "train.epochs=2") for name in "ab"]
-    strip = [[{k: v for k, v in r.items() if k != "images_per_s"} for r in run] for run in runs]
+    strip = [[{k: v for k, v in r.items() if k not in TIMINGS} for r in run] for run in runs]
     assert strip[0] == strip[1] and len(strip[0]) == 2
     wa, _, _, _ = load_checkpoint(tmp_path / "a/checkpoints/main-last.safetensors")
     wb, _, _, _ = load_checkpoint(tmp_path / "b/checkpoints/main-last.safetensors")
@@ -66,7 +66,7 @@ def test_disk_cache_is_reused_and_equals_memory(tiny_root, tmp_path, monkeypatch
     cache = tmp_path / "cache"
     disk = fit(catalog, tmp_path / "disk", "train.disk_cache=true", f"train.cache_dir={cache}")
     files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and all(f.startswith("images-32x16-") and f.endswith(".npy") for f in files)
+    assert len(files) == 2 and all(f.startswith("images-32x16-") and f.endswith(".safetensors") for f in files)
     memory = fit(catalog, tmp_path / "memory")
     assert [r["loss"] for r in disk] == [r["loss"] for r in memory]
 

@@ -28,7 +28,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            if isinstance(exc, DeviceOutOfMemory):
+            if isinstance(exc, DeviceOutOfMemory) and not exc.during:  # an inference batch
                 exc.fix = _SMALLER_BATCH.get(ctx.invoked_subcommand or "", exc.fix)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -122,10 +122,14 @@ class TrainConfig(_Strict):
     # What a finished run keeps besides model.safetensors: all checkpoints, the last stage's
     # '-last' (optimiser state: --resume with more epochs continues it), or none.
     keep_checkpoints: Literal["all", "last", "none"] = "last"
-    disk_cache: bool = False      # keep resized images as float16 .npy under cache_dir, reused across runs
+    disk_cache: bool = False      # keep the decoded images in one file under cache_dir, reused across runs
     cache_dir: Optional[str] = None  # default: $CROSSREID_CACHE/images or ~/.cache/crossreid/images
     decode_workers: int = Field(2, ge=1)  # threads for the first decode
-    sync_bn: bool = False         # SyncBatchNorm across ranks (CUDA only)
+    # torchrun: BatchNorm statistics over the global batch (SyncBatchNorm on CUDA, its CPU twin on gloo)
+    sync_bn: bool = False
+    # torchrun: the losses see the global P x K batch (global: one process's recipe) or each
+    # process's share (per_rank: FastReID's convention); docs/training.md
+    batch_scope: Literal["global", "per_rank"] = "per_rank"
 
 
 class EvalConfig(_Strict):

@@ -98,15 +98,19 @@ def autocast_dtype(device: "torch.device", amp: str | None = "auto") -> "torch.d
 
 class DeviceOutOfMemory(UserError):
     """A batch did not fit in the GPU's memory. ``fix`` says how to make it smaller (``{batch}``:
-    the batch that failed); the command line puts in its own way of setting the batch."""
+    the batch that failed); for an inference batch (``during`` empty) the command line puts in
+    its own way of setting the batch. ``during``: what ran out, e.g. "a training step" (whose
+    ``fix`` is final)."""
 
-    def __init__(self, device, batch: int, fix: str = "pass a smaller --batch-size (now {batch})") -> None:
+    def __init__(self, device, batch: int, fix: str = "pass a smaller --batch-size (now {batch})",
+                 during: str = "") -> None:
         super().__init__()
-        self.device, self.batch, self.fix = device, batch, fix
+        self.device, self.batch, self.fix, self.during = device, batch, fix, during
 
     def __str__(self) -> str:
         fix = self.fix.format(batch=self.batch)
-        return f"{self.device}: out of GPU memory with a batch of {self.batch} images; {fix}"
+        where = f" in {self.during}" if self.during else ""
+        return f"{self.device}: out of GPU memory{where} with a batch of {self.batch} images; {fix}"
 
 
 def tf32_switches() -> list[tuple[object, str, object]]:
@@ -119,6 +123,19 @@ def tf32_switches() -> list[tuple[object, str, object]]:
         return [(torch.backends.cuda.matmul, "fp32_precision", "ieee"),
                 (torch.backends.cudnn.conv, "fp32_precision", "ieee")]
     return [(torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", False)]
+
+
+def training_kernels(fast: bool) -> None:
+    """The process's CUDA kernel choices for training. ``fast``: cuDNN autotunes its convolution
+    algorithms for the input shapes (fixed in training) and float32 matmuls and convolutions run
+    in TF32 on tensor cores; else (``train.deterministic``) deterministic cuDNN algorithms, no
+    autotuning, true float32. Switches only; nothing runs on a GPU here."""
+    import torch
+
+    torch.backends.cudnn.benchmark = fast
+    torch.backends.cudnn.deterministic = not fast
+    for obj, name, strict in tf32_switches():
+        setattr(obj, name, ("tf32" if name == "fp32_precision" else True) if fast else strict)
 
 
 @contextlib.contextmanager

@@ -127,3 +127,100 @@ def all_gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     dist.all_gather_object(parts, [t.detach().cpu() for t in tensors])
     device = tensors[0].device
     return tuple(torch.cat([p[i] for p in parts]).to(device) for i in range(len(tensors)))
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along rows whose backward sums every process's gradient and keeps this process's rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows, ctx.rank = len(x), dist.get_rank()
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (equal shapes on every process) concatenated over the ranks of the process group, in
+    rank order, with gradients. Every process computes its loss on the whole gathered batch; the
+    backward sums their gradients and keeps this process's rows, so after DDP averages the
+    parameter gradients they equal one process's on the whole batch. Unchanged without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return x
+    return _GatherRows.apply(x)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose backward sums the gradients the same way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+class CrossRankBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics (mean, biased variance for normalising, unbiased for the
+    running estimate) are those of every process's rows together, with gradients through them:
+    what ``torch.nn.SyncBatchNorm`` computes, for where that cannot run (it is CUDA-only; this
+    runs on CPU processes over gloo). Alone, or in eval mode, it is a plain BatchNorm."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], (1, -1, *([1] * (x.dim() - 2)))
+        xf = x.float()
+        rows = xf.new_tensor([x.numel() // x.shape[1]], dtype=torch.float64)
+        sums = _SumOverRanks.apply(torch.cat([xf.sum(dims).double(), rows]))
+        n = float(sums[-1].detach())  # values per channel over all processes
+        mean = (sums[:-1] / n).float()
+        centred = xf - mean.view(shape)
+        var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var.detach() * n / max(n - 1, 1)).to(self.running_var.dtype), m)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` with every BatchNorm computing its statistics over the process group: torch's
+    ``SyncBatchNorm`` on CUDA, :class:`CrossRankBatchNorm` elsewhere. Parameters and buffers are
+    the same tensors; use the returned module (a BatchNorm at the top is replaced, not changed)."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossRankBatchNorm):
+        out = CrossRankBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                 module.track_running_stats)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        if module.track_running_stats:
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+        return out
+    for name, child in module.named_children():
+        module.add_module(name, sync_batchnorm(child, device))
+    return module

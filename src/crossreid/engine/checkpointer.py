@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from crossreid import distributed as D
 from crossreid.config import RunConfig
 from crossreid.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -74,12 +72,12 @@ class Checkpointer:
                 "num_classes": self.num_classes, "modalities": self.modalities,
                 "config_hash": config_hash(self.cfg), "config": resume_view(self.cfg), "world": self.dist.world}
 
-    def save_last(self, at: EpochPoint, progress: Progress, optimizer, scaler, augment_rng: torch.Generator) -> None:
+    def save_last(self, at: EpochPoint, progress: Progress, optimizer, scaler) -> None:
         """``<stage>-last`` (rank 0) with everything an exact resume needs; every rank must call it."""
         per_rank = D.gather_objects(self.dist, {k: float(v) for k, v in dict(progress.totals).items()})
         if not self.dist.main:
             return
-        tensors, plain = capture_rng(augment_rng)
+        tensors, plain = capture_rng()
         state = {**self.state(at, progress), "rng": plain, "totals": per_rank, "seen": progress.seen,
                  "scaler": scaler.state_dict() if scaler.is_enabled() else None}
         save_checkpoint(self.folder.last(at.stage.name), self.method, state, optimizer, tensors)

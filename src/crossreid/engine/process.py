@@ -16,19 +16,24 @@ import numpy as np
 import torch
 
 from crossreid import distributed as D
+from crossreid.device import training_kernels
 
 
 def setup_process(train, device=None) -> D.Dist:
-    """Threads, deterministic kernels and the torchrun process group, from a ``TrainConfig``; the
+    """Threads, GPU kernel choices and the torchrun process group, from a ``TrainConfig``; the
     group's backend is nccl when the process trains on a GPU (``device``, a ``torch.device``;
-    default: when torch sees one), else gloo."""
+    default: when torch sees one), else gloo.
+
+    GPUs: cuDNN autotunes its convolutions for the (fixed) training shapes and float32 matmuls and
+    convolutions run in TF32 (:func:`crossreid.device.training_kernels`), unless
+    ``train.deterministic`` asks for repeatable runs: then deterministic algorithms, no autotuning
+    and true float32."""
     if train.threads:
         torch.set_num_threads(train.threads)
+    training_kernels(fast=not train.deterministic)
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
     return D.init_from_env(cuda=None if device is None else device.type == "cuda")
 
 

@@ -52,11 +52,11 @@ def check_same_config(cfg: RunConfig, state: dict, where: str) -> None:
                     "config.yaml (only train.epochs and progress options may change)")
 
 
-def capture_rng(augment: torch.Generator) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, JSON) holding the augmentation, torch, CUDA, NumPy and Python generators."""
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON) holding the torch, CUDA, NumPy and Python generators. (Augmentation needs
+    none: each batch's draw is keyed by its seed, stage, epoch and step, ``data.augment``.)"""
     np_state = np.random.get_state()
-    tensors = {"augment": augment.get_state(), "torch": torch.get_rng_state(),
-               "numpy": torch.from_numpy(np_state[1].astype(np.int64))}
+    tensors = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64))}
     if torch.cuda.is_available():
         tensors["cuda"] = torch.cuda.get_rng_state()
     py = random.getstate()
@@ -65,8 +65,7 @@ def capture_rng(augment: torch.Generator) -> tuple[dict[str, torch.Tensor], dict
     return tensors, plain
 
 
-def restore_rng(augment: torch.Generator, tensors: dict[str, torch.Tensor], plain: dict) -> None:
-    augment.set_state(tensors["augment"])
+def restore_rng(tensors: dict[str, torch.Tensor], plain: dict) -> None:
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["cuda"])

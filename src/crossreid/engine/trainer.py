@@ -30,12 +30,14 @@ import torch
 
 from crossreid import distributed as D
 from crossreid.config import RunConfig
-from crossreid.data.pipeline import ImageStore, augment, normalize
+from crossreid.data.augment import Recipe
+from crossreid.data.pipeline import ImageStore
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
-from crossreid.device import resolve_device
+from crossreid.device import DeviceOutOfMemory, resolve_device
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.init import check_init, fetch_init, save_init, without_init
+from crossreid.engine.loader import BatchMaker, Prefetcher
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.schedule import lr_factor
@@ -52,7 +54,10 @@ from crossreid.progress import progress_bar, write
 from crossreid.retrieval.extract import embed_rows
 from crossreid.tensor_cache import TensorCache
 
-__all__ = ["EpochPoint", "Position", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
+PREFETCH = 1  # batches prepared ahead of the step in use
+TIMINGS = ("images_per_s", "data_wait")  # measured per epoch: the metrics.jsonl values a rerun does not repeat
+
+__all__ = ["EpochPoint", "Position", "TIMINGS", "Trainer", "learning_rates", "load_optimizer_state", "lr_factor",
            "make_optimizer", "stage_context"]
 
 
@@ -138,8 +143,6 @@ class Trainer:
         device = resolve_device(spec, self.dist)
         if t.amp == "fp16" and device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA GPU (loss scaling); on CPU use train.amp=bf16 or off")
-        if t.sync_bn and self.dist.active and device.type != "cuda":
-            raise UserError("train.sync_bn needs CUDA (torch has no CPU SyncBatchNorm); set train.sync_bn=false")
         return device
 
     def _build(self, catalog: Catalog, resume: bool) -> None:
@@ -153,18 +156,26 @@ class Trainer:
         with recording_loads() as self.init_loads:
             self.method: Method = build_method(without_init(cfg) if resume else cfg, catalog.num_classes,
                                                self.modalities).to(self.device)
+        if t.batch_scope == "global" and self.dist.active and not self.method.gathers_global_batch:
+            raise UserError(f"train.batch_scope=global: method {cfg.method.name!r} computes its losses on each "
+                            "process's rows only (it does not gather the global batch, docs/extending.md); "
+                            "set train.batch_scope=per_rank")
         if t.sync_bn and self.dist.active:
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            self.method = D.sync_batchnorm(self.method, self.device)
         if t.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        # Under torchrun the processes of a machine share one cache file (the page cache holds one copy).
+        shared = t.disk_cache or self.dist.active
         store = dict(cache=cfg.data.cache == "memory", threads=t.decode_workers, root=catalog.root,
-                     disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
+                     disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if shared else None)
         self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
         require_validation_ids(t.select, len(val), catalog.name)
         self.val_catalog = Catalog(catalog.root, query=val, gallery=val, name=catalog.name)
         self.val_store = ImageStore.for_data(val, cfg.data, **store)
-        self.augment_rng = torch.Generator().manual_seed(t.seed)
+        self.batches = BatchMaker(self.store, Recipe.of(t), self.label_map, self.device, t.channels_last,
+                                  global_layout=t.batch_scope == "global" and self.dist.active,
+                                  buffers=PREFETCH + 2)
         self.samplers = [self._sampler(si, stage) for si, stage in enumerate(self.method.stages())]
         self._preload()
         self.validator = Validator(cfg, self.method, self.val_catalog, self.val_store, self.device, self.dist)
@@ -182,8 +193,9 @@ class Trainer:
         return stage.modalities or self.modalities
 
     def _preload(self) -> None:
-        """Decode (or open the disk cache); with a disk cache rank 0 builds it before the others open it."""
-        first = not self.cfg.train.disk_cache or self.dist.main
+        """Decode (or open the disk cache); with a disk cache the first process of each machine builds
+        it before the others open it."""
+        first = self.store.disk_dir is None or self.dist.local_rank == 0
         for turn in (True, False):
             if turn == first:
                 self.store.preload(self.progress, desc="decoding training images")
@@ -207,15 +219,16 @@ class Trainer:
         D.barrier(self.dist)
         return summary
 
-    def _wrap(self) -> torch.nn.Module:
+    def _wrap(self, stage: Stage) -> torch.nn.Module:
         step = _Step(self.method)
         if not self.dist.active:
             return step
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # Unused parameters are normal here (e.g. a classifier the distillation loss never reaches).
-        return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+        # Looking for parameters without a gradient costs a graph walk per step: only where the method says
+        # some may have none (e.g. the distillation student's classifier, which the MSE never reaches).
+        return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=self.method.unused_parameters(stage))
 
     def begin_stage(self, si: int, stage: Stage, pos: Position):
         """Start the stage, freeze, build optimiser and GradScaler (restored when resuming) and the
@@ -237,8 +250,8 @@ class Trainer:
                 load_optimizer_state(optimizer, r.optimizer)
                 if r.scaler:
                     scaler.load_state_dict(r.scaler)
-            restore_rng(self.augment_rng, r.rng, r.rng_plain)
-        return self._wrap(), optimizer, base_lrs, scaler
+            restore_rng(r.rng, r.rng_plain)
+        return self._wrap(stage), optimizer, base_lrs, scaler
 
     def _run_stage(self, si: int, stage: Stage, sampler: CrossModalIdentitySampler, pos: Position) -> dict:
         model, optimizer, base_lrs, scaler = self.begin_stage(si, stage, pos)
@@ -260,7 +273,7 @@ class Trainer:
             at.best = best = score if improved else best
             self._log(record, at)
             done = Progress(step=len(sampler), done=True, score=score)
-            self.checkpoints.save_last(at, done, optimizer, scaler, self.augment_rng)
+            self.checkpoints.save_last(at, done, optimizer, scaler)
             if improved:
                 self.checkpoints.save_best(at, done)
         D.barrier(self.dist)
@@ -280,7 +293,9 @@ class Trainer:
             write(f"[{at.stage.name} {at.epoch + 1}/{at.stage.epochs}] {shown}")
 
     def train_epoch(self, model, sampler, optimizer, scaler, at: EpochPoint, partial: Position) -> dict:
-        """One epoch (from ``partial.step`` on): steps, the method's hooks, mid-epoch checkpoints."""
+        """One epoch (from ``partial.step`` on): steps, the method's hooks, mid-epoch checkpoints.
+        Batches are prepared one step ahead (``engine/loader.py``); ``data_wait`` is the share of the
+        epoch's time the loop waited for them."""
         stage, t = at.stage, self.cfg.train
         model.train()
         sampler.set_epoch(at.epoch)
@@ -291,61 +306,69 @@ class Trainer:
         mine = sampler.shard()
         bar = progress_bar(total=len(sampler), initial=steps, desc=f"{stage.name} epoch {at.epoch + 1}/{stage.epochs}",
                            enabled=self.progress, keep=False)
-        for indices in sampler.global_batches(steps):
-            batch = self.make_batch(indices, stage, mine)
-            losses = self.step(model, batch, stage, optimizer, scaler)
-            for k, v in losses.items():
-                totals[k] = totals[k] + v.detach().double() if k in totals else v.detach().double()
-            steps += 1
-            seen += len(batch.indices) * self.dist.world
-            here += len(batch.indices) * self.dist.world
-            bar.update()
-            if self.progress and (steps % 10 == 0 or steps == len(sampler)):
-                bar.set_postfix(loss=f"{float(totals['loss']) / steps:.3f}",
-                                img_s=f"{here / (time.perf_counter() - start):.0f}")
-            if t.checkpoint_every_steps and steps % t.checkpoint_every_steps == 0 and steps < len(sampler):
-                self.checkpoints.save_last(at, Progress(steps, False, totals, seen), optimizer, scaler,
-                                           self.augment_rng)
+
+        def make(item: tuple[int, list[int]]) -> Batch:
+            step, indices = item
+            return self.make_batch(indices, stage, mine, key=(t.seed, at.stage_index, at.epoch, step))
+
+        with Prefetcher(make, enumerate(sampler.global_batches(steps), start=steps), self.device, PREFETCH) as batches:
+            for batch in batches:
+                losses = self.step(model, batch, stage, optimizer, scaler)
+                for k, v in losses.items():
+                    totals[k] = totals[k] + v.detach().double() if k in totals else v.detach().double()
+                steps += 1
+                seen += len(batch.indices) * self.dist.world
+                here += len(batch.indices) * self.dist.world
+                bar.update()
+                if self.progress and (steps % 10 == 0 or steps == len(sampler)):
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix(loss=f"{float(totals['loss']) / steps:.3f}", img_s=f"{here / elapsed:.0f}",
+                                    wait=f"{100 * batches.waited / elapsed:.0f}%")
+                if t.checkpoint_every_steps and steps % t.checkpoint_every_steps == 0 and steps < len(sampler):
+                    self.checkpoints.save_last(at, Progress(steps, False, totals, seen), optimizer, scaler)
         bar.close()
         elapsed = time.perf_counter() - start
         means = D.all_mean(self.dist, {k: float(v) / max(steps, 1) for k, v in totals.items()})
-        return {**means, "images_per_s": here / elapsed if here else 0.0}
+        return {**means, "images_per_s": here / elapsed if here else 0.0,
+                "data_wait": batches.waited / elapsed if elapsed else 0.0}
 
     def step(self, model, batch: Batch, stage: Stage, optimizer, scaler) -> dict[str, torch.Tensor]:
         """One optimiser step, then the method's ``after_step`` hook with the step's output (memory
         banks, EMA, prototypes); returns the step's named losses."""
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.train.amp)
-        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            output = model(batch, stage)
-        if not isinstance(output, StepOutput):
-            raise TypeError(f"{type(self.method).__name__}.training_step returned {type(output).__name__}; "
-                            "declare the losses with LossTerms and return terms.output() (docs/extending.md)")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(output.losses["loss"]).backward()
-        scaler.step(optimizer)
+        try:
+            with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                output = model(batch, stage)
+            if not isinstance(output, StepOutput):
+                raise TypeError(f"{type(self.method).__name__}.training_step returned {type(output).__name__}; "
+                                "declare the losses with LossTerms and return terms.output() (docs/extending.md)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(output.losses["loss"]).backward()
+            scaler.step(optimizer)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory(batch) from None
         scaler.update()
         with torch.no_grad():
             self.method.after_step(batch, stage, output)
         return output.losses
 
-    def make_batch(self, indices: list[int], stage: Stage, mine: list[int]) -> Batch:
-        """The input path: cached images of a global batch, augmented with the shared generator,
-        then this rank's rows (``mine``), so inputs do not depend on the number of processes."""
-        t, modalities = self.cfg.train, self.stage_modalities(stage)
-        colour = None
-        if t.random_grayscale:  # batches are modality-major: block k of the rows is modalities[k]
-            per_block = len(indices) // len(modalities)
-            colour = torch.tensor([m is Modality.RGB for m in modalities]).repeat_interleave(per_block)
-        images = augment(self.store.batch(indices), self.augment_rng, flip=t.flip, pad=t.pad,
-                         erasing=t.random_erasing, groups=len(modalities) if stage.paired else 1,
-                         grayscale=t.random_grayscale, colour_rows=colour)
-        if self.dist.active:
-            images, indices = images[mine], [indices[p] for p in mine]
-        images = normalize(images).to(self.device, non_blocking=True)
-        if t.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.tensor([self.label_map[self.store.samples[i].pid] for i in indices], device=self.device)
-        return Batch(images, labels, modalities, rows=len(indices) // len(modalities), indices=list(indices))
+    def _out_of_memory(self, batch: Batch) -> DeviceOutOfMemory:
+        """The one-line error for a training batch that does not fit in GPU memory, with a smaller batch to try."""
+        t, d = self.cfg.train, self.cfg.data
+        shape = (f"{t.ids_per_batch} ids x {t.images_per_id} per modality x {len(batch.modalities)} modalities"
+                 f"{f' over {self.dist.world} processes' if self.dist.active else ''}, {d.height}x{d.width}")
+        half = t.ids_per_batch // 2 // self.dist.world * self.dist.world   # P stays a multiple of the processes
+        smaller = f"train.ids_per_batch={half}" if half >= 2 else f"train.images_per_id={t.images_per_id // 2}" \
+            if t.images_per_id > 1 else "smaller images (data.height, data.width)"
+        again = "(--resume needs the same batch: start again with --overwrite)" if self.folder.has_checkpoint() \
+            else "and run again with --overwrite"
+        return DeviceOutOfMemory(self.device, len(batch.labels), during=f"a training step ({shape})",
+                                 fix=f"use a smaller batch, e.g. {smaller}, or train.amp=bf16, {again}")
+
+    def make_batch(self, indices: list[int], stage: Stage, mine: list[int], key: tuple[int, ...]) -> Batch:
+        """This process's rows (``mine``) of the global batch ``indices``, augmented with the draw keyed by
+        ``key`` (seed, stage, epoch, step), on the training device (``engine/loader.py``)."""
+        return self.batches(key, indices, mine, self.stage_modalities(stage), stage.paired)
 
     def validate(self, stage: Stage) -> dict:
         """Mean validation mAP over the stage's directions (see :class:`Validator`)."""

@@ -84,7 +84,7 @@ class AGW(RoutedMethod):
         return self.backbone["shared"].forward_stages(x, start="layer1")
 
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        return self.baseline_terms(self.forward_batch(batch), batch.labels).output()
+        return self.baseline_terms(batch.gather(self.forward_batch(batch)), batch.whole.labels).output()
 
     def baseline_terms(self, out, labels: torch.Tensor) -> LossTerms:
         """AGW's terms of head outputs ``out``: CE + WRT (or batch-hard triplet). Methods that

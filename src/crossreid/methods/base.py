@@ -4,6 +4,7 @@ the network factory. A method's loss terms and step output live in ``step.py``."
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence
 
@@ -11,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from crossreid.distributed import Dist
+from crossreid.distributed import Dist, all_gather_grad
 from crossreid.errors import UserError, explain_validation
 from crossreid.methods.step import StepOutput
 from crossreid.modality import Modality
@@ -37,6 +38,14 @@ class Batch:
 
     ``images`` holds ``len(modalities)`` blocks of ``rows`` images each; row ``i`` of
     every block shows the same identity (and, for paired methods, the same frame).
+
+    Under torchrun each process holds its share of the global batch (P / N identities, all
+    their images, still modality-major). With ``train.batch_scope=global`` the trainer also
+    sets ``whole``, the global batch's layout (its ``labels``, ``indices`` and ``rows``; no
+    images), and :meth:`gather` brings a tensor of this process's rows to the whole global
+    batch, so batch-level losses (triplet, WRT, alignment terms) see every identity, as in
+    one process. Alone, or with ``batch_scope=per_rank``, ``whole`` is the batch itself and
+    ``gather`` returns its input.
     """
 
     images: torch.Tensor
@@ -44,10 +53,37 @@ class Batch:
     modalities: list[Modality]
     rows: int
     indices: list[int] = field(default_factory=list)  # positions in the training pool
+    global_layout: "Batch | None" = field(default=None, repr=False)  # set by the trainer: batch_scope=global
 
     def block(self, modality: Modality) -> slice:
         k = self.modalities.index(modality)
         return slice(k * self.rows, (k + 1) * self.rows)
+
+    @property
+    def whole(self) -> "Batch":
+        """The global batch's layout (this batch when it is the whole batch)."""
+        return self.global_layout or self
+
+    def gather(self, value):
+        """``value`` for the whole global batch, in its row order: a tensor with a row per row of this
+        batch (or of some of its blocks, e.g. one modality's), or a dataclass, dict, list or tuple of
+        them (None stays None). Gradients flow back to each process's own rows
+        (``crossreid.distributed.all_gather_grad``)."""
+        if self.global_layout is None or value is None:
+            return value
+        if isinstance(value, torch.Tensor):
+            world, blocks = len(self.global_layout.labels) // len(self.labels), len(value) // self.rows
+            rows = all_gather_grad(value)  # process-major: [process][block][row]
+            parts = rows.view(world, blocks, self.rows, *value.shape[1:]).transpose(0, 1)
+            return parts.reshape(len(rows), *value.shape[1:])
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: self.gather(getattr(value, f.name))
+                                                 for f in dataclasses.fields(value) if f.init})
+        if isinstance(value, dict):
+            return {k: self.gather(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.gather(v) for v in value)
+        raise TypeError(f"Batch.gather: cannot gather a {type(value).__name__}")
 
 
 @dataclass
@@ -130,6 +166,9 @@ class Method(nn.Module, abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # True when ``training_step`` computes its losses on ``batch.gather(...)`` outputs and
+    # ``batch.whole``, so that ``train.batch_scope=global`` can give them the global batch.
+    gathers_global_batch: ClassVar[bool] = False
 
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__()
@@ -153,6 +192,12 @@ class Method(nn.Module, abc.ABC):
 
     def stages(self) -> list[Stage]:
         return [Stage("main", self.setup.epochs)]
+
+    def unused_parameters(self, stage: Stage) -> bool:
+        """Whether a trainable parameter of ``stage`` may get no gradient in a step, so that DDP must
+        look for such parameters every step (``find_unused_parameters``, a cost). Default: when the
+        identity loss is off (``loss.id_weight=0``), which leaves a classifier unused."""
+        return self.setup.loss.id_weight == 0
 
     def on_stage_start(self, stage: Stage, context: StageContext) -> None:
         """Called before a stage's first epoch (e.g. copy teacher weights, cache targets)."""

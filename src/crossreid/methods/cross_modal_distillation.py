@@ -54,6 +54,7 @@ class Options(BaseModel):
 @register_method("cross_modal_distillation")
 class CrossModalDistillation(Method):
     Options = Options
+    gathers_global_batch = True
 
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__(setup)
@@ -156,10 +157,14 @@ class CrossModalDistillation(Method):
                             "delete it")
         self._cache, self._cache_rows = cached["targets"], {r: k for k, r in enumerate(rows)}
 
+    def unused_parameters(self, stage: Stage) -> bool:
+        # The MSE never reaches G's classifier, which is frozen only with the layers above the cut point.
+        return super().unused_parameters(stage) or (stage.name == "student" and not self.options.freeze)
+
     # -------------------------------------------------------------- training
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
         if stage.name == "teacher":
-            return reid_terms(self.teacher(batch.images), batch.labels, self.setup.loss).output()
+            return reid_terms(batch.gather(self.teacher(batch.images)), batch.whole.labels, self.setup.loss).output()
         src, tgt = batch.images[batch.block(self.source)], batch.images[batch.block(self.target)]
         guide = None
         if self.gate is not None:
@@ -168,14 +173,15 @@ class CrossModalDistillation(Method):
         embedding = self.student_forward(tgt, guide).embedding
         if self.options.student_dropout:
             embedding = self.student.head.dropout(embedding)
+        whole = batch.whole
         with torch.no_grad():
             if self.options.targets == "offline":
-                src_rows = batch.indices[batch.block(self.source)]
+                src_rows = whole.indices[whole.block(self.source)]
                 target = self._cache[[self._cache_rows[i] for i in src_rows]].to(embedding.device)
             else:
-                target = self.teacher(src).embedding
+                target = batch.gather(self.teacher(src).embedding)
         terms = LossTerms()
-        terms.add("mse", self.mse(embedding.float(), target.float()))
+        terms.add("mse", self.mse(batch.gather(embedding).float(), target.float()))
         return terms.output()
 
     def student_forward(self, images: torch.Tensor, guide: torch.Tensor | None = None):

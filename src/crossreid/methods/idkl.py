@@ -89,6 +89,7 @@ def _neck(dim: int) -> BNNeck:
 @register_method("idkl")
 class IDKL(Method):
     Options = Options
+    gathers_global_batch = True
 
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__(setup)
@@ -160,6 +161,9 @@ class IDKL(Method):
         out["z_specific"] = self.classifier_specific(out["bn_specific"])
         return out
 
+    def unused_parameters(self, stage: Stage) -> bool:
+        return super().unused_parameters(stage) or (self.purifier is not None and self.options.purifier_weight == 0)
+
     # ------------------------------------------------------------------ losses
     def layout(self, batch: Batch) -> tuple[slice, slice, torch.Tensor, torch.Tensor, int]:
         """(visible rows, infrared rows, infrared flag and row-in-block per batch row, K); checks the layout."""
@@ -174,34 +178,45 @@ class IDKL(Method):
         row = torch.arange(len(batch.labels), device=batch.labels.device) % batch.rows
         return vis, ir, infrared, row, k
 
+    def row_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the losses read of each image (pooled features, logits): rows, so the global batch
+        can be gathered under ``train.batch_scope=global``."""
+        out = self.forward_train(images)
+        rows = {k: out[k] for k in ("f_shared", "f_specific", "z_shared", "z_specific")}
+        if self.discriminator is not None:
+            rows["discriminator"] = self.discriminator(out["bn_specific"])
+            rows["confuser"] = self.confuser(out["bn_shared"])
+        if self.purifier is not None:
+            rows["purifier_logits"] = self.classifier_purifier(self.pool(out["x_specific"]))
+            rows["purifier_masked"] = self.classifier_purifier(self.pool(out["x_masked"]))
+            rows["z_pooled"], rows["z_masked_pooled"] = self.pool(out["z"]), self.pool(out["z_masked"])
+        return rows
+
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        o, loss_cfg = self.options, self.setup.loss
-        vis, ir, infrared, row, k = self.layout(batch)
-        if o.tgsa and (batch.rows // k < 2 or (batch.rows // k) % 2):
-            raise UserError(f"idkl: TGSA splits each modality's {batch.rows // k} identities in half; "
-                            "use an even train.ids_per_batch per process, or method.options.tgsa=false")
-        out, y = self.forward_train(batch.images), batch.labels
+        o, loss_cfg, whole = self.options, self.setup.loss, batch.whole
+        vis, ir, infrared, row, k = self.layout(whole)
+        if o.tgsa and (whole.rows // k < 2 or (whole.rows // k) % 2):
+            raise UserError(f"idkl: TGSA splits each modality's {whole.rows // k} identities in half; "
+                            "use an even train.ids_per_batch, or method.options.tgsa=false")
+        out, y = {k: v.float() for k, v in batch.gather(self.row_outputs(batch.images)).items()}, whole.labels
         terms = LossTerms()
-        f_sh, f_sp = out["f_shared"].float(), out["f_specific"].float()
-        z_sh, z_sp = out["z_shared"].float(), out["z_specific"].float()
+        f_sh, f_sp, z_sh, z_sp = out["f_shared"], out["f_specific"], out["z_shared"], out["z_specific"]
         terms.add("id", F.cross_entropy(z_sh, y, label_smoothing=loss_cfg.label_smoothing)
                   + F.cross_entropy(z_sp, y, label_smoothing=loss_cfg.label_smoothing), loss_cfg.id_weight)
         terms.add("triplet", self.triplet(f_sh, y) + self.triplet(f_sp, y), loss_cfg.triplet_weight)
         if o.modality_losses:  # weight 1, as released
-            terms.add("discriminator", F.cross_entropy(self.discriminator(out["bn_specific"]).float(), infrared.long()))
-            terms.add("confuser", F.cross_entropy(self.confuser(out["bn_shared"]).float(),
-                                                  confuser_labels(infrared, row)))
+            terms.add("discriminator", F.cross_entropy(out["discriminator"], infrared.long()))
+            terms.add("confuser", F.cross_entropy(out["confuser"], confuser_labels(infrared, row)))
         if self.purifier is not None:
-            logits = self.classifier_purifier(self.pool(out["x_specific"])).float()
-            masked = self.classifier_purifier(self.pool(out["x_masked"])).float()
-            terms.add("purifier_entropy", entropy_margin_loss(logits, masked, o.purifier_margin), o.purifier_weight)
+            terms.add("purifier_entropy", entropy_margin_loss(out["purifier_logits"], out["purifier_masked"],
+                                                              o.purifier_margin), o.purifier_weight)
             terms.add("purifier_centroid", modality_centroid_hinge(
-                self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin), o.purifier_weight)
+                out["z_pooled"], out["z_masked_pooled"], y, infrared, o.purifier_margin), o.purifier_weight)
         w = self.weights
         if o.tgsa:  # distance graphs of the pre-BN features
             intra, inter = modality_and_branch_terms(graph_kl, f_sh[vis], f_sh[ir], f_sp[vis], f_sp[ir])
             if w["tgsa_mixed_terms"]:  # the first half of the identities' visible rows, then their IR rows
-                mixed = torch.cat([f_sh[vis][: batch.rows // 2], f_sh[ir][: batch.rows // 2]])
+                mixed = torch.cat([f_sh[vis][: whole.rows // 2], f_sh[ir][: whole.rows // 2]])
                 intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
             terms.add("tgsa_intra", intra, w["tgsa_intra_weight"])
             terms.add("tgsa_inter", inter, w["tgsa_inter_weight"])

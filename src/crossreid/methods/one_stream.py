@@ -16,12 +16,14 @@ from crossreid.modality import Modality
 
 @register_method("one_stream")
 class OneStream(Method):
+    gathers_global_batch = True
+
     def __init__(self, setup: MethodSetup) -> None:
         super().__init__(setup)
         self.net = build_net(setup.model, setup.num_classes)
 
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        return reid_terms(self.net(batch.images), batch.labels, self.setup.loss).output()
+        return reid_terms(batch.gather(self.net(batch.images)), batch.whole.labels, self.setup.loss).output()
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         self.check_modality(modality)

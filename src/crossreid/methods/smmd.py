@@ -141,14 +141,15 @@ class SMMD(AGW):
 
     # ------------------------------------------------------------ losses
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        out = self.forward_batch(batch)
-        terms = self.baseline_terms(out, batch.labels)
-        distilled = self.distillation_losses(out.logits, self.level(out), batch.labels, self.slots_of(batch))
+        mine = self.forward_batch(batch)
+        out, whole = batch.gather(mine), batch.whole
+        terms = self.baseline_terms(out, whole.labels)
+        distilled = self.distillation_losses(out.logits, self.level(out), whole.labels, self.slots_of(whole))
         o = self.options
         for key, weight in (("prototype_ce", o.prototype_weight), ("self_mimic", o.self_mimic_weight),
                             ("mutual", o.mutual_weight)):
             terms.add(key, distilled[key], weight)
-        return terms.output(prototype_features=self.level(out))  # folded into the memory after the step
+        return terms.output(prototype_features=self.level(mine))  # this process's rows: the memory gathers them
 
     def distillation_losses(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
                             slots: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -27,6 +27,8 @@ class RoutedMethod(Method):
     trunk parts live under ``self.backbone`` so ``param_groups`` gives them the backbone lr.
     """
 
+    gathers_global_batch = True
+
     @abc.abstractmethod
     def route(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         """The modality-specific part, applied to images of one modality."""
@@ -45,7 +47,7 @@ class RoutedMethod(Method):
         return self.head(self.pool(self.shared(self.route(images, self.check_modality(modality)))))
 
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        return reid_terms(self.forward_batch(batch), batch.labels, self.setup.loss).output()
+        return reid_terms(batch.gather(self.forward_batch(batch)), batch.whole.labels, self.setup.loss).output()
 
     def embed(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         return self.forward_images(images, modality).embedding

@@ -160,6 +160,9 @@ class WanFusion(AGW):
         slot = {k: i for i, k in enumerate(views)}
         self._view_of = torch.tensor([slot[k] if k is not None else -1 for k in keys], device=context.device)
 
+    def unused_parameters(self, stage: Stage) -> bool:
+        return super().unused_parameters(stage) or self.options.modality_id_weight == 0   # modality classifiers
+
     def views(self, batch: Batch) -> torch.Tensor:
         """Memory slot of each row of the batch."""
         if self._view_of is None or len(batch.indices) != len(batch.labels):
@@ -197,15 +200,16 @@ class WanFusion(AGW):
 
     # -------------------------------------------------------------- training
     def training_step(self, batch: Batch, stage: Stage) -> StepOutput:
-        o, labels = self.options, batch.labels
-        out = self.forward_batch(batch)
+        mine = self.forward_batch(batch)
+        o, out, whole = self.options, batch.gather(mine), batch.whole
+        labels = whole.labels
         terms = self.baseline_terms(out, labels)
         if o.modality_id_weight > 0:
-            terms.add("modality_id", self.modality_id_loss(out, batch), o.modality_id_weight)
+            terms.add("modality_id", self.modality_id_loss(out, whole), o.modality_id_weight)
         features = out.features.float()
         teachers: list[tuple[str, torch.Tensor, torch.Tensor]] = []   # (name, rows, teacher logits)
         if o.fusion_teacher:
-            ids, fused = self.fusion(features, batch)
+            ids, fused = self.fusion(features, whole)
             if o.fusion_id_weight > 0:
                 terms.add("fusion_id", F.cross_entropy(self.neck_logits(fused, features), ids) if len(ids)
                           else features.new_zeros(()), o.fusion_id_weight)
@@ -216,10 +220,10 @@ class WanFusion(AGW):
                 teachers.append(("fusion", rows, logits[match[rows].float().argmax(1)]))
         if self.memory is not None:
             with torch.no_grad():
-                mv, has = self.multiview_teacher(labels, self.views(batch))
+                mv, has = self.multiview_teacher(labels, self.views(whole))
                 teachers.append(("memory", has.nonzero().squeeze(1), self.neck_logits(mv[has], features)))
         terms.add("distill", self.distillation(out.logits.float(), labels, teachers, terms), o.distill_weight)
-        return terms.output(features=features)   # the memory folds them in after the step
+        return terms.output(features=mine.features.float())   # this process's rows: the memory gathers them
 
     def modality_id_loss(self, out: HeadOutput, batch: Batch) -> torch.Tensor:
         """Sum over modalities of the modality classifier's CE on that modality's BN features."""
