@@ -36,9 +36,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's and torchvision's grayscale
 
-# How each depth encoding is stored: 8 bits lose what the encoding resolves, 16 bits keep it
-# (the measurement that chose this is in docs/training.md, "The decoded-image cache").
-DEPTH_STORAGE = {"global": np.uint16, "relative": np.uint8, "normals": np.uint8}
+# How each depth encoding is stored: 16 bits keep what every encoding resolves, 8 bits lose
+# relief for `global` and were not shown harmless for the others; depth sets are small, so the
+# memory is negligible (docs/training.md, "The decoded-image cache").
+DEPTH_STORAGE = {"global": np.uint16, "relative": np.uint16, "normals": np.uint16}
 
 
 def storage_dtype(modality: Modality, depth_encoding: str) -> np.dtype:
