@@ -1,0 +1,81 @@
+"""Re-ranking's parameters by their numbers: k1/2 rounded as the reference code rounds it (at k1 where
+floor and round disagree), k2, lambda (the original-distance term worked out here), and the CLI's
+option spelling reaching the algorithm."""
+
+import numpy as np
+import pytest
+
+from crossreid.evaluation import rerank as rerank_module
+from crossreid.evaluation.rerank import Rerank, k_reciprocal_dense, k_reciprocal_rerank
+
+
+def clustered(rng, n, ids=8, dim=6, noise=0.6):
+    centres = rng.normal(size=(ids, dim))
+    return (centres[rng.integers(0, ids, n)] + noise * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("k1", [7, 11, 15])  # k1/2 = 3.5, 5.5, 7.5: round -> 4, 6, 8; floor -> 3, 5, 7
+def test_half_k1_is_rounded_as_the_reference_code(metric, k1, monkeypatch):
+    # (At k1 = 3 no rounding matters: a candidate's R(j, 1) or R(j, 2) can only pass the 2/3 test when
+    # it adds nothing new.)
+    rng = np.random.default_rng(k1)
+    q, g = clustered(rng, 12), clustered(rng, 40)
+    sparse = k_reciprocal_rerank(q, g, k1, 3, 0.3, metric, chunk=16)
+    np.testing.assert_allclose(sparse, k_reciprocal_dense(q, g, k1, 3, 0.3, metric), atol=1e-5)
+    # the data is sensitive to the rounding: flooring k1/2 gives other distances
+    monkeypatch.setattr(rerank_module.np, "around", np.floor)
+    floored = k_reciprocal_rerank(q, g, k1, 3, 0.3, metric, chunk=16)
+    assert np.abs(floored - sparse).max() > 1e-3
+
+
+def original_term(q, g, metric):
+    """lambda = 1: d(q, g)^2 / max_j d(j, q)^2 over every query and gallery row j, by loops."""
+    x = np.concatenate([q, g]).astype(np.float64)
+
+    def d2(a, b):
+        if metric == "euclidean":
+            return float(((a - b) ** 2).sum())
+        return float((1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)) ** 2)
+
+    out = np.empty((len(q), len(g)))
+    for i in range(len(q)):
+        col_max = max(d2(x[j], x[i]) for j in range(len(x)))
+        for j in range(len(g)):
+            out[i, j] = d2(x[i], x[len(q) + j]) / col_max
+    return out
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_lambda_weighs_the_original_distance_against_the_jaccard_distance(metric):
+    rng = np.random.default_rng(1)
+    q, g = clustered(rng, 9), clustered(rng, 30)
+    only_original = k_reciprocal_rerank(q, g, 6, 3, 1.0, metric)
+    np.testing.assert_allclose(only_original, original_term(q, g, metric), rtol=1e-4, atol=1e-6)
+    only_jaccard = k_reciprocal_rerank(q, g, 6, 3, 0.0, metric)
+    assert 0.0 <= only_jaccard.min() and only_jaccard.max() <= 1.0 + 1e-6
+    for lam in (0.3, 0.75):
+        mixed = k_reciprocal_rerank(q, g, 6, 3, lam, metric)
+        np.testing.assert_allclose(mixed, lam * only_original + (1 - lam) * only_jaccard, atol=1e-5)
+
+
+@pytest.mark.parametrize("k2", [1, 2, 5])
+def test_k2_query_expansion_equals_the_reference(k2):
+    rng = np.random.default_rng(k2)
+    q, g = clustered(rng, 10), clustered(rng, 35)
+    sparse = k_reciprocal_rerank(q, g, 7, k2, 0.0)
+    np.testing.assert_allclose(sparse, k_reciprocal_dense(q, g, 7, k2, 0.0), atol=1e-5)
+    if k2 > 1:  # expansion changes the Jaccard distances
+        assert np.abs(sparse - k_reciprocal_rerank(q, g, 7, 1, 0.0)).max() > 1e-3
+
+
+def test_cli_options_reach_the_algorithm():
+    rng = np.random.default_rng(2)
+    q, g = clustered(rng, 8), clustered(rng, 25)
+    rr = Rerank.from_options({"k1": "7", "k2": "2", "lambda": "0.6"})
+    assert (rr.k1, rr.k2, rr.lambda_value) == (7, 2, 0.6)
+    for metric in ("euclidean", "cosine"):
+        np.testing.assert_allclose(rr(q, g, metric), k_reciprocal_dense(q, g, 7, 2, 0.6, metric), atol=1e-5)
+    assert rr.describe() == {"method": "k-reciprocal (Zhong et al. 2017)", "k1": 7, "k2": 2, "lambda_value": 0.6}
+    defaults = Rerank()
+    np.testing.assert_allclose(defaults(q, g), k_reciprocal_dense(q, g, 20, 6, 0.3), atol=1e-5)
