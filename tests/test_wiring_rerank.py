@@ -5,6 +5,7 @@ option spelling reaching the algorithm."""
 import numpy as np
 import pytest
 
+from crossreid.errors import UserError
 from crossreid.evaluation import rerank as rerank_module
 from crossreid.evaluation.rerank import Rerank, k_reciprocal_dense, k_reciprocal_rerank
 
@@ -79,3 +80,22 @@ def test_cli_options_reach_the_algorithm():
     assert rr.describe() == {"method": "k-reciprocal (Zhong et al. 2017)", "k1": 7, "k2": 2, "lambda_value": 0.6}
     defaults = Rerank()
     np.testing.assert_allclose(defaults(q, g), k_reciprocal_dense(q, g, 20, 6, 0.3), atol=1e-5)
+
+
+def test_option_bounds_and_spellings():
+    for ok in (dict(k1=1, k2=1, lambda_value=0.0), dict(k1=1, k2=1, lambda_value=1.0)):
+        Rerank(**ok)                                      # the smallest k and both ends of lambda are valid
+    for bad in (dict(k1=0), dict(k2=0), dict(lambda_value=-0.01), dict(lambda_value=1.01)):
+        with pytest.raises(UserError, match="re-ranking"):
+            Rerank(**bad)
+    assert Rerank.from_options({"lambda_value": "0.2"}).lambda_value == 0.2
+    with pytest.raises(UserError, match="unknown; use k1, k2 or lambda"):
+        Rerank.from_options({"k3": "1"})
+
+
+def test_an_unknown_distance_is_an_error_not_euclidean():
+    q, g = clustered(np.random.default_rng(3), 4), clustered(np.random.default_rng(4), 9)
+    with pytest.raises(ValueError, match="unknown distance 'cosin'"):
+        k_reciprocal_rerank(q, g, metric="cosin")
+    with pytest.raises(ValueError, match="unknown distance"):
+        Rerank()(q, g, "manhattan")
