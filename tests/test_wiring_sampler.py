@@ -114,3 +114,51 @@ def test_resumed_epoch_replays_the_same_batches(draw):
     sampler.set_epoch(2)
     whole = list(sampler.global_batches())
     assert list(sampler.global_batches(1)) == whole[1:]
+
+
+def test_pass_draw_with_exactly_k_images_draws_them_without_replacement():
+    samples = pool({pid: (2, 2) for pid in range(3)})      # n = K = 2: one chunk each, a permutation
+    for seed in range(5):
+        (batch,) = list(CrossModalIdentitySampler(samples, [RGB, IR], 3, 2, seed=seed, draw="pass"))
+        assert sorted(batch) == list(range(len(samples)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_pass_epoch_ends_when_fewer_than_p_identities_have_a_chunk_left(seed):
+    # chunks of K=1 per identity: 1, 2, 3, 4, 5; P = 2: how many batches a pass makes depends on the draw
+    counts = {pid: (pid + 1, pid + 2) for pid in range(5)}
+    samples = pool(counts)
+    sampler = CrossModalIdentitySampler(samples, [RGB, IR], 2, 1, seed=seed, draw="pass")
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        used = Counter(samples[i].pid for b in batches for i in b[:2])  # RGB rows: one chunk each
+        assert all(used[pid] <= counts[pid][0] for pid in counts)      # no chunk twice: one pass, no more
+        left = [pid for pid in counts if used[pid] < counts[pid][0]]
+        assert len(left) < 2                                           # and no less
+
+
+def test_paired_sampling_takes_only_identities_with_co_registered_pairs():
+    samples = pool({0: (3, 3), 1: (3, 3), 2: (3, 3)})
+    paired = [s if s.pid == 2 else Sample(s.path, s.pid, s.cam, s.modality, frame=f"{s.pid}_{s.path.stem[-1]}")
+              for s in samples]                            # ids 0, 1: RGB i and IR i share a frame; id 2: none do
+    sampler = CrossModalIdentitySampler(paired, [RGB, IR], 2, 2, paired=True, seed=0)
+    assert sampler.pids == [0, 1]
+    for batch in sampler:
+        assert [paired[i].frame for i in batch[:4]] == [paired[i].frame for i in batch[4:]]
+
+
+def test_the_draw_of_a_seed_is_pinned():
+    """A run's draw is part of its reproducibility: a change here must be deliberate (update the pin)."""
+    samples = pool({pid: (3, 3) for pid in range(4)})
+    expected = {"random": [[19, 20, 1, 2, 21, 22, 3, 4], [13, 12, 20, 18, 16, 17, 23, 21], [0, 1, 19, 18, 4, 5, 23, 22]],
+                "pass": [[7, 6, 19, 20, 9, 10, 23, 21], [0, 1, 14, 12, 4, 3, 16, 15]]}
+    for draw, batches in expected.items():
+        sampler = CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, seed=11, draw=draw)
+        sampler.set_epoch(1)
+        assert list(sampler.global_batches()) == batches
+    two_passes = CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, seed=11, draw="pass", iterations=4)
+    two_passes.set_epoch(1)
+    assert list(two_passes.global_batches()) == expected["pass"] + [[2, 1, 12, 14, 4, 3, 17, 16],
+                                                                     [20, 19, 7, 8, 22, 23, 11, 10]]
