@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -56,14 +56,19 @@ def sysu_counts(csv_path: Path = SYSU / "derived" / "image_counts.csv") -> list[
 
 
 def build_sysu(root: Path, counts: Iterable[tuple[int, int, int]],
-               splits: dict[str, list[int]] | None = None, perm: bool = False) -> Path:
+               splits: dict[str, list[int]] | None = None, perm: bool = False,
+               image: Callable[[int, int], bytes] | None = None) -> Path:
     """``cam{c}/{pid:04d}/{k:04d}.jpg`` for every (cam, pid, n); ``exp/*.txt`` when ``splits`` is
-    given; with ``perm``, an ``exp/rand_perm_cam.mat`` that fits the folders (``write_perm``)."""
+    given; with ``perm``, an ``exp/rand_perm_cam.mat`` that fits the folders (``write_perm``).
+    ``image(cam, pid)``: the JPEG bytes of that folder's images (default: one tiny image for all)."""
     counts = list(counts)
     for cam in range(1, 7):
         (root / f"cam{cam}").mkdir(parents=True, exist_ok=True)
-    write_files(root, (f"cam{c}/{p:04d}/{k:04d}.jpg" for c, p, n in counts for k in range(1, n + 1)),
-                image_bytes())
+    if image is None:
+        write_files(root, (f"cam{c}/{p:04d}/{k:04d}.jpg" for c, p, n in counts for k in range(1, n + 1)),
+                    image_bytes())
+    for c, p, n in counts if image is not None else ():
+        write_files(root, (f"cam{c}/{p:04d}/{k:04d}.jpg" for k in range(1, n + 1)), image(c, p))
     if splits is not None:
         (root / "exp").mkdir(exist_ok=True)
         for part, ids in splits.items():

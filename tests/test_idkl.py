@@ -222,10 +222,45 @@ def test_total_is_the_weighted_sum_with_option_weights():
                   "method.options.purifier_weight=0.3").eval()  # eval: no dropout, fixed BN stats
     losses = method.training_step(make_batch(), method.stages()[0]).losses
     weights = {"id": 1, "triplet": 1, "discriminator": 1, "confuser": 1, "purifier_entropy": 0.3,
-               "purifier_centroid": 0.3, "tgsa_intra": 1, "tgsa_inter": 0.25, "csa_intra": 1, "csa_inter": 0.5,
+               "purifier_centroid": 0.3, "tgsa_intra": 0.1, "tgsa_inter": 0.25, "csa_intra": 1, "csa_inter": 0.5,
                "csa_set_intra": 1, "csa_set_inter": 0.5}
     assert set(losses) == set(weights) | {"loss"}
     assert losses["loss"].item() == pytest.approx(sum(w * losses[k].item() for k, w in weights.items()), rel=1e-5)
+
+
+def test_loss_weights_follow_the_released_batch_size_rule():
+    big = make("train.ids_per_batch=12", "train.images_per_id=5")  # 12 x (5 + 5) = 120
+    assert big.weights == {"tgsa_intra_weight": 1.0, "tgsa_inter_weight": 0.6, "tgsa_mixed_terms": True,
+                           "csa_inter_weight": 0.8}
+    small = make()  # 8 x (4 + 4) = 64
+    assert small.weights == {"tgsa_intra_weight": 0.1, "tgsa_inter_weight": 0.1, "tgsa_mixed_terms": False,
+                             "csa_inter_weight": 0.3}
+    given = make("method.options.tgsa_mixed_terms=true", "method.options.csa_inter_weight=0.8")
+    assert given.weights == {**small.weights, "tgsa_mixed_terms": True, "csa_inter_weight": 0.8}  # given ones win
+    # the number: at batch 64 tgsa_intra is the first term alone and joins the total at 0.1
+    batch = make_batch()
+    small.eval()
+    with torch.no_grad():
+        losses = small.training_step(batch, small.stages()[0]).losses
+        f = small.forward_train(batch.images)["f_shared"]
+    assert losses["tgsa_intra"].item() == pytest.approx(graph_kl(f[:8], f[8:]).item(), rel=1e-5)
+    weights = {"id": 1, "triplet": 1, "discriminator": 1, "confuser": 1, "purifier_entropy": 0.1,
+               "purifier_centroid": 0.1, "tgsa_intra": 0.1, "tgsa_inter": 0.1, "csa_intra": 1, "csa_inter": 0.3,
+               "csa_set_intra": 1, "csa_set_inter": 0.3}
+    assert losses["loss"].item() == pytest.approx(sum(w * losses[k].item() for k, w in weights.items()), rel=1e-5)
+
+
+def test_tgsa_mixed_terms_reward_collapsed_features():
+    """The released TGSA's two mixed terms align graphs of different identities (docs/methods.md):
+    with visible = infrared (first intra term 0) they grow with the identities' spread, 0 when collapsed."""
+    def mixed_terms(spread: float) -> float:
+        vis = (torch.eye(12, 64) * spread / math.sqrt(2)).repeat_interleave(5, 0)  # 12 ids x 5, centres `spread` apart
+        mixed = torch.cat([vis[:30], vis[:30]])
+        assert graph_kl(vis, vis).item() == pytest.approx(0.0, abs=1e-6)
+        return (graph_kl(vis, mixed) + graph_kl(mixed, vis)).item()
+
+    assert mixed_terms(0.0) == pytest.approx(0.0, abs=1e-6)
+    assert mixed_terms(5.0) == pytest.approx(0.90, abs=0.01) and mixed_terms(10.0) == pytest.approx(1.82, abs=0.01)
 
 
 @pytest.mark.parametrize("override, gone", [
@@ -300,10 +335,14 @@ def test_shipped_configs(name):
         regdb = name == "idkl_regdb"
         o = cfg.method.options
         assert cfg.train.ids_per_batch == (6 if regdb else 12)
-        assert o["tgsa"] is not regdb and o["csa_inter_weight"] == (0.3 if regdb else 0.8)
-        assert o["normalize"] is (name == "idkl_sysu")
+        assert o["tgsa"] is not regdb and o["normalize"] is (name == "idkl_sysu")
     small = load_config(resolve_config(name), ["model.arch=resnet18", "model.pretrained=none"])
-    build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    method = build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    at_120 = name in ("idkl_sysu", "idkl_llcm")  # 12 ids x (5 + 5); RegDB 6 x (5 + 5), synthetic 8 x (4 + 4)
+    assert method.weights == ({"tgsa_intra_weight": 1.0, "tgsa_inter_weight": 0.6, "tgsa_mixed_terms": True,
+                               "csa_inter_weight": 0.8} if at_120 else
+                              {"tgsa_intra_weight": 0.1, "tgsa_inter_weight": 0.1, "tgsa_mixed_terms": False,
+                               "csa_inter_weight": 0.3})
 
 
 # ------------------------------------------------------------------ through the trainer
@@ -324,9 +363,10 @@ def test_trainer_fit_resume_guard_and_load_run(tmp_path, tiny_root):
     run = tmp_path / "run"
     Trainer(fit_cfg(), run, catalog, progress=False).fit()
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    parts = ["id", "triplet", "discriminator", "confuser", "tgsa_intra", "csa_intra", "csa_set_intra"]
+    parts = ["id", "triplet", "discriminator", "confuser", "csa_intra", "csa_set_intra"]
+    # batch 2 ids x (2 + 2) = 8, not 120: the released rule's 0.1 on TGSA and 0.3 on CSA inter
     weighted = sum(record[k] for k in parts) + 0.1 * (record["purifier_entropy"] + record["purifier_centroid"]) \
-        + 0.6 * record["tgsa_inter"] + 0.8 * (record["csa_inter"] + record["csa_set_inter"])
+        + 0.1 * (record["tgsa_intra"] + record["tgsa_inter"]) + 0.3 * (record["csa_inter"] + record["csa_set_inter"])
     assert record["loss"] == pytest.approx(weighted, rel=1e-4)
     cfg, method = load_run(run)
     assert method.name == "idkl" and method.embed(torch.randn(2, 3, 32, 16), "ir").shape == (2, 512)
@@ -412,7 +452,7 @@ def test_results_record_the_test_feature_settings():
     results = {"ir->rgb": ProtocolResult({"name": "sysu_mm01_all", "distance": "euclidean"}, "euclidean")}
     record_test_feature(results, make("method.options.normalize=false"))
     assert results["ir->rgb"].protocol["test_feature"]["l2_normalised"] is False
-    assert results["ir->rgb"].protocol["test_feature"]["re_ranking"] is False
+    assert set(results["ir->rgb"].protocol["test_feature"]) == {"feature", "l2_normalised"}  # re-ranking: the result's
     plain = {"rgb->ir": ProtocolResult({"name": "synthetic"}, "euclidean")}
     agw = build_method(load_config(None, ["model.arch=resnet18", "method.name=agw"]), 3, [RGB, IR])
     record_test_feature(plain, agw)

@@ -79,7 +79,7 @@ UPWARD = {
 }
 # Leaf modules every layer may use; they import nothing of crossreid but each other.
 LEAVES = ("crossreid.errors", "crossreid.io", "crossreid.modality", "crossreid.registry", "crossreid.distributed",
-          "crossreid.tensor_cache")
+          "crossreid.device", "crossreid.tensor_cache")
 
 
 def within(module: str, package: str) -> bool:

@@ -28,7 +28,11 @@ CASES = {
     "zero_padding": [],
     "two_stream": [],
     "agw": ["model.pooling=gem"],
-    "idkl": ["model.pooling=gem", "loss.triplet_margin=1.3"],
+    # IDKL's weights as set before the released batch-size rule became the default (this batch
+    # of 16 would otherwise get the rule's other set): the pinned values guard the terms' code
+    "idkl": ["model.pooling=gem", "loss.triplet_margin=1.3", "method.options.tgsa_intra_weight=1.0",
+             "method.options.tgsa_inter_weight=0.6", "method.options.tgsa_mixed_terms=true",
+             "method.options.csa_inter_weight=0.8"],
     "smmd": ["model.pooling=gem", "method.options.mutual_start_epoch=0", "method.options.prototype_init=zero"],
     "wan": ["model.pooling=gem"],
     "cross_modal_distillation": ["model.head=embedding", "model.embedding_dim=16", "data.modalities=[depth,rgb]",

@@ -84,15 +84,18 @@ def test_triplets_without_negatives_are_zero_with_grad():
         loss.backward()
 
 
-def wrt_by_hand(points, labels) -> float:
+def wrt_by_hand(points, labels, released: bool = False) -> float:
+    """``released``: AGW's code, weights exp(x - m) / (Σ exp(x - m) + 1e-6) with m the largest
+    positive distance for the positives and 0 for the negatives (x = -d)."""
     total = 0.0
     for i, a in enumerate(points):
         pos, neg = groups(i, labels)
         dp = [abs(a - points[j]) for j in pos]
         dn = [abs(a - points[j]) for j in neg]
-        zp = sum(math.exp(d) for d in dp)
-        zn = sum(math.exp(-d) for d in dn)
-        furthest = sum(math.exp(d) / zp * d for d in dp)
+        shift, eps = (max(dp), 1e-6) if released else (0.0, 0.0)
+        zp = sum(math.exp(d - shift) for d in dp) + eps
+        zn = sum(math.exp(-d) for d in dn) + eps
+        furthest = sum(math.exp(d - shift) / zp * d for d in dp)
         closest = sum(math.exp(-d) / zn * d for d in dn)
         total += softplus(furthest - closest)
     return total / len(points)
@@ -104,6 +107,23 @@ def test_weighted_regularized_triplet_matches_hand_computation():
     assert loss.item() == pytest.approx(wrt_by_hand(POINTS, LABELS), abs=1e-5)
     loss.backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_released_wrt_damps_far_negatives_and_equals_the_softmax_near():
+    near = WeightedRegularizedTriplet("released")(line_features(), torch.tensor(LABELS))
+    assert near.item() == pytest.approx(wrt_by_hand(POINTS, LABELS, released=True), abs=1e-5)
+    assert near.item() == pytest.approx(wrt_by_hand(POINTS, LABELS), abs=1e-3)  # Σexp(-d) ≫ 1e-6: close
+    points, labels = [0.0, 0.5, 20.0, 20.5], [0, 0, 1, 1]   # negatives 19.5-20.5 away: Σexp(-d) ≈ 1e-8
+    x = torch.tensor(points).unsqueeze(1).requires_grad_()
+    released = WeightedRegularizedTriplet("released")(x, torch.tensor(labels))
+    assert released.item() == pytest.approx(wrt_by_hand(points, labels, released=True), rel=1e-4)
+    exact = WeightedRegularizedTriplet()(x, torch.tensor(labels)).item()
+    assert exact == pytest.approx(wrt_by_hand(points, labels), abs=1e-6) and exact < 1e-6
+    assert released.item() > 0.3  # the damped negative weights leave a loss the softmax would not
+    released.backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="exact"):
+        WeightedRegularizedTriplet("shifted")
 
 
 def test_distillation_mse_mean_is_per_sample_and_sum_is_total():

@@ -210,7 +210,11 @@ def test_shipped_config_loads_and_builds(name):
     cfg = load_config(resolve_config(name))
     assert cfg.method.name in name
     small = load_config(resolve_config(name), ["model.arch=resnet18", "model.pretrained=null"])
-    build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    method = build_method(small, 4, [Modality.parse(m) for m in small.data.modalities])
+    paper = name in ("agw_sysu", "agw_regdb")  # AGW's released code: its WRT weights, the last epoch kept
+    if name.startswith("agw"):
+        assert method.wrt.softmax == ("released" if paper else "exact")
+    assert cfg.train.select == ("last" if paper else "val")
 
 
 def test_trainer_fit_agw_on_tiny_dataset(tmp_path, tiny_root):
@@ -227,3 +231,13 @@ def test_trainer_fit_agw_on_tiny_dataset(tmp_path, tiny_root):
     assert (tmp_path / "run" / "model.safetensors").is_file()
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["loss"] == pytest.approx(record["id"] + record["wrt"], rel=1e-4)
+
+
+def test_agw_sysu_learning_rate_is_agws_schedule_warm_up_included():
+    """AGW's adjust_learning_rate: lr·(e+1)/10 for e < 10, lr until 20, ×0.1 until 50, ×0.01 after."""
+    from crossreid.engine.schedule import lr_factor
+
+    cfg = load_config(resolve_config("agw_sysu"))
+    agw = [(e + 1) / 10 if e < 10 else 1.0 if e < 20 else 0.1 if e < 50 else 0.01 for e in range(cfg.train.epochs)]
+    ours = [lr_factor(e, cfg.schedule, cfg.train.epochs) for e in range(cfg.train.epochs)]
+    assert ours == pytest.approx(agw, abs=1e-12) and cfg.optim.backbone_lr_scale == 0.1

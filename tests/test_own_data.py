@@ -97,7 +97,8 @@ def lab_run(synth, tmp_path_factory):
         args = [a.replace("/data/lab", "lab").replace("runs/lab", str(base / "runs" / "lab")) for a in args]
         assert args[0] == "crossreid"
         extra = SMALL if args[1] == "train" else []
-        code, out, err = crossreid(*args[1:], *extra, cwd=base / ("elsewhere" if args[1] == "evaluate" else ""))
+        code, out, err = crossreid(*args[1:], *extra,
+                                   cwd=base / ("elsewhere" if args[1] in ("evaluate", "report") else ""))
         assert code == 0, (args, out, err)
         outputs.append((args[1], out, err))
     return base, dict((cmd, (out, err)) for cmd, out, err in outputs)
@@ -105,7 +106,7 @@ def lab_run(synth, tmp_path_factory):
 
 def test_docs_lab_example_runs_as_written(lab_run):
     base, out = lab_run
-    assert [c[1] for c in doc_commands()] == ["manifest", "check", "train", "evaluate"]
+    assert [c[1] for c in doc_commands()] == ["manifest", "check", "train", "evaluate", "report"]
     assert "infrared -> ir (96 images), visible -> rgb (96 images)" in out["manifest"][0]
     assert "rgb 1 -> 1, rgb 2 -> 2, ir 1 -> 3, ir 2 -> 4" in out["manifest"][0]
     assert out["check"][0].rstrip().endswith("OK")  # cameras numbered apart: no warning
@@ -113,12 +114,14 @@ def test_docs_lab_example_runs_as_written(lab_run):
     config = (run / "config.yaml").read_text()
     assert f"root: {base / 'lab'}\n" in config  # stored absolute: evaluate ran from another folder
     printed = out["evaluate"][0].strip().splitlines()
-    assert printed[:2] == doc_output()[:2]  # the set-up line and the header the docs show
-    assert [line.split()[0] for line in printed[2:4]] == ["ir->rgb", "rgb->ir"]
-    queries, valid, gallery, chance = printed[2].split()[1:5]
+    assert printed[0] == doc_output()[0].replace("…", str(base))  # the kept epoch, as the docs show it
+    assert printed[1:3] == doc_output()[1:3]  # the set-up line and the header the docs show
+    assert [line.split()[0] for line in printed[3:5]] == ["ir->rgb", "rgb->ir"]
+    queries, valid, gallery, chance = printed[3].split()[1:5]
     assert (queries, valid, gallery, chance) == ("48", "48", "48", "12.5")  # 8 test ids x 6 images; 6/48
-    saved = json.loads((run / "results.json").read_text())
-    assert saved["ir->rgb"]["chance_rank1"] == pytest.approx(0.125)
+    saved = json.loads((run / "evaluation.json").read_text())
+    assert saved["results"]["ir->rgb"]["chance_rank1"] == pytest.approx(0.125)
+    assert "lab.html" in out["report"][0] and (base / "elsewhere" / "lab.html").is_file()
     assert json.loads((run / "data_check.json").read_text())["warnings"] == []
 
 

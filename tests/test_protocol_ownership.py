@@ -177,17 +177,18 @@ def sysu_features():
 
 
 def test_report_ranked_lists_rebuild_the_recorded_protocol():
-    from crossreid.report.html import ranked_examples
+    from crossreid.evaluation.examples import ranked_examples
 
     cat = catalog()
     f = features(cat)
     res = evaluate_protocol(get_protocol("synthetic", query="depth", gallery="rgb", distance="cosine"), cat, f, f)
     examples = ranked_examples(cat, res, (f, f), queries=2, top=3)
     assert len(examples) == 2
-    for q, ranked in examples:
-        assert cat.query[q].modality is Modality.DEPTH
-        assert all(cat.gallery[g].modality is Modality.RGB and cat.gallery[g].cam != cat.query[q].cam
-                   for g, _ in ranked)
+    for example in examples:
+        q = example["query"]
+        assert q["modality"] == "depth" and len(example["ranked"]) == 3
+        assert all(g["modality"] == "rgb" and g["cam"] != q["cam"] and g["same"] == (g["pid"] == q["pid"])
+                   for g in example["ranked"])
 
 
 def test_recorded_chance_rank1_by_hand():

@@ -139,3 +139,23 @@ def test_errors():
         get_protocol("llcm", direction="rgb->depth")
     with pytest.raises(UserError, match="deen_compat='yes'"):
         get_protocol("llcm", deen_compat="yes")
+
+
+def test_hand_worked_idkl_llcm_test_removes_nothing():
+    """IDKL's released LLCM test: one pass, whole gallery, and no item removed (its camera ids are 2 for
+    every visible and 3 for every infrared image, so its same-camera filter never fires across modalities)."""
+    cat, feats = small()
+    # IR -> VIS: q 1@c5 x=0.1 ranks 1@c5, 2@c4, 2@c6, 1@c4, 3@c7 -> R1 hit, AP (1 + 2/4) / 2, INP 2/4;
+    # q 2@c6 x=1.8: 2@c6, 2@c4 first -> AP 1, INP 1; q 3@c7 x=100 keeps its same-camera match -> AP 1
+    res = evaluate_protocol(get_protocol("llcm_idkl"), cat, feats, feats)
+    (m,) = res.trials
+    assert (m.num_queries, m.num_valid, m.num_gallery) == (3, 3, 5) and m.rank(1) == 1.0
+    assert m.map == pytest.approx((0.75 + 1 + 1) / 3) and m.minp == pytest.approx((0.5 + 1 + 1) / 3)
+    assert res.protocol["exclusion"] == [] and res.protocol["cmc"] == "identity" and res.protocol["trials"] == 1
+    # VIS -> IR: q 1@c4 x=5 ranks 2@c6 (3.2) before 1@c5 (4.9) -> identity rank 2, AP 1/2; the other four first
+    (m,) = evaluate_protocol(get_protocol("llcm_idkl", query="rgb", gallery="ir"), cat, feats, feats).trials
+    assert (m.num_queries, m.num_valid) == (5, 5) and m.rank(1) == pytest.approx(0.8) and m.rank(2) == 1.0
+    assert m.map == pytest.approx((0.5 + 4) / 5)
+    # the official full-gallery mode removes same id + camera: other numbers on the same features
+    full = evaluate_protocol(get_protocol("llcm", gallery_draw="full"), cat, feats, feats).trials[0]
+    assert full.num_valid == 2 and full.rank(1) == 0.5

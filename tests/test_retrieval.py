@@ -41,7 +41,7 @@ def test_embed_equals_evaluation_features(trained):
     embedder = crossreid.load_run(run)
     catalog = load_dataset("generic", root)
     stores = TestStores.of(catalog, embedder.cfg.data)
-    qf, _ = pool_features(embedder.method, catalog, stores.query, stores.gallery)
+    qf, _ = pool_features(embedder.method, stores.query, stores.gallery)
     for modality in ("rgb", "depth", "ir"):
         rows = [i for i, s in enumerate(catalog.query) if s.modality.value == modality]
         paths = [catalog.query[i].path for i in rows]
@@ -74,7 +74,7 @@ def test_extract_score_round_trip(trained, tmp_path):
     catalog = load_dataset("generic", root)
     embedder = crossreid.load_run(run)
     stores = TestStores.of(catalog, embedder.cfg.data)
-    qf, gf = pool_features(embedder.method, catalog, stores.query, stores.gallery)
+    qf, gf = pool_features(embedder.method, stores.query, stores.gallery)
     direct = evaluate_protocol(proto, catalog, qf, gf)
     assert via_file.mean() == pytest.approx(direct.mean(), abs=1e-9)
     # Folder input: modality from the rgb/ depth/ ir/ sub-folders; no labels.

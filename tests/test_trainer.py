@@ -131,3 +131,42 @@ def test_a_plain_optimizer_state_resumes_in_the_fused_optimizer():
         opt.step()
     assert fused.param_groups[0]["fused"]
     assert torch.allclose(plain_params[0], fused_params[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["last", "val", "loss"])
+def test_select_keeps_the_epoch_its_rule_names(tiny_root, tmp_path, rule):
+    """The kept weights (model.safetensors) are the epoch the rule picks from metrics.jsonl, and fit()
+    reports that epoch and its value."""
+    from crossreid.engine.selection import describe_fit
+
+    catalog = load_dataset("generic", tiny_root)
+    run = tmp_path / rule
+    summary = Trainer(cfg("train.epochs=4", f"train.select={rule}", "train.validate_every=2", "optim.lr=0.1",
+                          "train.keep_checkpoints=all"), run, catalog, progress=False).fit()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    if rule == "last":
+        want = 3
+    elif rule == "loss":
+        want = min(range(4), key=lambda e: records[e]["loss"])
+    else:  # validated after epochs 2 and 4 only (validate_every=2)
+        assert [("val/mAP" in r) for r in records] == [False, True, False, True]
+        want = max((1, 3), key=lambda e: (records[e]["val/mAP"], -e))
+    kept, state, _, _ = load_checkpoint(run / "model.safetensors")
+    assert state["epoch"] == want and state["select"] == rule and summary["main"]["epoch"] == want
+    epoch_weights, _, _, _ = load_checkpoint(run / "checkpoints" / "main-best.safetensors")
+    assert all(torch.equal(kept[k], epoch_weights[k]) for k in kept)
+    value = records[want]["val/mAP"] if rule == "val" else records[want]["loss"]
+    words = describe_fit(summary)
+    assert words.startswith(f"kept epoch {want + 1} of 4 (train.select={rule}: ")
+    assert (f"{100 * value:.1f} %" if rule == "val" else f"{value:.4g}") in words
+
+
+def test_select_val_without_validation_ids_is_one_line_before_anything_is_written(tiny_root, tmp_path):
+    catalog = load_dataset("generic", tiny_root)
+    catalog.val = []
+    with pytest.raises(UserError, match="train.select=val .* holds no validation identities.*train.select=last"):
+        Trainer(cfg("train.select=val"), tmp_path / "run", catalog, progress=False)
+    assert not (tmp_path / "run").exists()
+    Trainer(cfg("train.select=last", "train.epochs=1"), tmp_path / "run", catalog, progress=False).fit()
+    with pytest.raises(UserError, match="train.select"):
+        cfg("train.select=best")

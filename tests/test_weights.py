@@ -280,7 +280,7 @@ def test_a_finished_run_needs_no_weights_file(published, tmp_path, monkeypatch, 
     monkeypatch.chdir(elsewhere)
     cfg, method = load_run(run)
     assert cfg.model.pretrained == "weights/r18.pth"  # recorded as given, never read again
-    assert "rgb->depth" in evaluate_run(run, progress=False)
+    assert "rgb->depth" in evaluate_run(run, progress=False).results
     code, out = cli_run("extract", run, "--images", root / "manifest.csv", "--out", "f.npz", "--quiet", cwd=elsewhere)
     assert code == 0, out
     assert cli_run("index", "f.npz", "--out", "g.npz", cwd=elsewhere)[0] == 0

@@ -68,9 +68,9 @@ def model_config(model: Model, difficulty: str, overrides: list[str]):
 
 
 def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, overrides: list[str] | None = None,
-                    overwrite: bool = False, progress: bool = True) -> dict:
-    """Train and score each model (or reuse its finished run in ``out``, see :class:`crossreid.experiment.Runner`);
-    write and return the table."""
+                    overwrite: bool = False, progress: bool = True, device=None, amp: str = "auto") -> dict:
+    """Train and score each model (or reuse its finished run in ``out``, see :class:`crossreid.experiment.Runner`)
+    on ``device`` under ``amp``; write and return the table."""
     if difficulty not in TARGETS:
         raise UserError(f"--difficulty {difficulty!r}: unknown; valid: {', '.join(TARGETS)}")
     names = [m.name for m in MODELS]
@@ -80,7 +80,7 @@ def run_calibration(difficulty: str, out: Path, only: list[str] | None = None, o
     models = [m for m in MODELS if not only or m.name in only]
     configs = {m.name: model_config(m, difficulty, overrides or []) for m in models}  # bad overrides fail here
     out = Path(out)
-    runner = Runner(overwrite, progress)
+    runner = Runner(overwrite, progress, device, amp)
     measured, seconds, chance = {}, {}, {}
     for model in models:
         record = runner.run(configs[model.name], out / model.name, model.directions,

@@ -8,8 +8,17 @@ from pathlib import Path
 import click
 
 from crossreid.version import __version__
+from crossreid.device import AMP_MODES, DeviceOutOfMemory
 from crossreid.errors import UserError, explain_validation, parse_assignment
 from crossreid.modality import accepted_names
+
+# How each command makes the batch that ran out of GPU memory smaller (default: its --batch-size).
+_SMALLER_BATCH = {
+    **dict.fromkeys(("demo", "reproduce", "calibrate"), "pass --set eval.batch_size=N with N below {batch}"),
+    "train": "add the override eval.batch_size=N with N below {batch}",
+    "export": "pass a smaller --check-images (now {batch})",
+    "search": "embed the query images with --device cpu",
+}
 
 
 class _Group(click.Group):
@@ -19,6 +28,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
+            if isinstance(exc, DeviceOutOfMemory):
+                exc.fix = _SMALLER_BATCH.get(ctx.invoked_subcommand or "", exc.fix)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -30,6 +41,18 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="crossreid")
 def cli() -> None:
     """Cross-modal person re-identification: RGB, depth and infrared."""
+
+
+def _device_option(f):
+    return click.option("--device", metavar="cpu|cuda|cuda:N",
+                        help="Where the network runs (default: the GPU when torch sees one, else the CPU; "
+                             "under torchrun cuda is each process's own GPU).")(f)
+
+
+def _amp_option(what: str):
+    return click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+                        help=f"Autocast of {what}: auto = bfloat16 on a GPU (float16 where it lacks bfloat16), "
+                             "none on the CPU; off = float32 (on a GPU with TF32 off too). Features are float32.")
 
 
 @cli.command("datasets")
@@ -51,12 +74,15 @@ def datasets_cmd() -> None:
 @click.option("--methods", default="one_stream", show_default=True,
               help="Comma-separated: one_stream, cross_modal_distillation (Hafner et al., ~3 more minutes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out: str, overwrite: bool, overrides: tuple[str, ...], methods: str, quiet: bool) -> None:
+@_device_option
+@_amp_option("the test-set embedding (training follows train.amp)")
+def demo_cmd(out: str, overwrite: bool, overrides: tuple[str, ...], methods: str, quiet: bool,
+             device: str | None = None, amp: str = "auto") -> None:
     """Generate (or reuse) synthetic data, train, evaluate RGB<->depth and RGB<->IR, write a report."""
     from crossreid.demo import run_demo
 
     run_demo(Path(out), overwrite=overwrite, overrides=list(overrides), progress=not quiet,
-             methods=[m.strip() for m in methods.split(",") if m.strip()])
+             methods=[m.strip() for m in methods.split(",") if m.strip()], device=device, amp=amp)
 
 
 @cli.command("synth")
@@ -120,13 +146,14 @@ class _TrainCommand(click.Command):
               help="Train even though the data fails `crossreid check` (e.g. a person in both the training and "
                    "the test split); the problems are recorded in the run's data_check.json.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_device_option
 def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, overwrite: bool, ignore_check: bool,
-              quiet: bool) -> None:
+              quiet: bool, device: str | None = None) -> None:
     """Train a method. CONFIG is a YAML file or a shipped config name (listed below); KEY=VALUE
     overrides a setting, e.g. data.root=/data/mine train.epochs=30. Paths are saved absolute."""
-    from crossreid import distributed as D
     from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
+    from crossreid.device import resolve_device
     from crossreid.engine.process import setup_process
     from crossreid.engine.trainer import Trainer
     from crossreid.io import write_json
@@ -134,20 +161,20 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; choose one")
     cfg = _load_run_config(config, overrides)
-    dist = setup_process(cfg.train)
-    if not dist.main:
-        D.barrier(dist)  # under torchrun, rank 0 generates (or checks) the data first
-    catalog = open_catalog(cfg.data, progress=not quiet and dist.main)
-    if dist.main:
-        D.barrier(dist)
+    device = resolve_device(device)
+    dist = setup_process(cfg.train, device)
+    catalog = open_catalog(cfg.data, progress=not quiet and dist.main, dist=dist)
     found = require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "train", say=dist.main)
-    trainer = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet, dist=dist)
+    trainer = Trainer(cfg, Path(out), catalog, resume=resume, overwrite=overwrite, progress=not quiet, dist=dist,
+                      device=device)
     if dist.main:
         write_json(Path(out) / "data_check.json", {"dataset": cfg.data.dataset, "root": str(catalog.root),
                                                    "ignored_problems": found.problems, "warnings": found.warnings})
     summary = trainer.fit()
     if dist.main:
-        click.echo(f"finished: {summary}; weights in {Path(out) / 'model.safetensors'}")
+        from crossreid.engine.selection import describe_fit
+
+        click.echo(f"finished: {describe_fit(summary)}; weights in {Path(out) / 'model.safetensors'}")
 
 
 @cli.command("evaluate")
@@ -169,25 +196,70 @@ def train_cmd(config: str, overrides: tuple[str, ...], out: str, resume: bool, o
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE", help="k1, k2, lambda.")
 @click.option("--ignore-check", is_flag=True, help="Evaluate even though the data fails `crossreid check` "
               "(e.g. a person in both the training and the test split).")
+@click.option("--all", "all_settings", is_flag=True,
+              help="Every setting of the protocol's full table in one call: SYSU-MM01 all/indoor x single/multi-shot, "
+                   "RegDB and LLCM both directions (instead of --direction).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: the run's eval.batch_size).")
+@_device_option
+@_amp_option("the network")
 def evaluate_cmd(run: str, dataset: str | None, root: str | None, data_options: tuple[str, ...],
                  protocol: str | None, protocol_options: tuple[str, ...], directions: tuple[str, ...],
                  metric: str | None, json_out: str | None, quiet: bool, rerank: bool = False,
-                 rerank_options: tuple[str, ...] = (), ignore_check: bool = False) -> None:
+                 rerank_options: tuple[str, ...] = (), ignore_check: bool = False, all_settings: bool = False,
+                 batch_size: int | None = None, device: str | None = None, amp: str = "auto") -> None:
     """Evaluate a trained run (RUN; for RegDB a pattern such as runs/regdb/trial{t}) on the test pools.
-    Prints, per protocol set-up, the queries, valid queries, gallery size and chance R1 beside the metrics."""
+    Prints, per protocol set-up, the queries, valid queries, gallery size and chance R1 beside the metrics,
+    and keeps the results (with a few ranked lists) in RUN/evaluation.json, or --json FILE, for
+    `crossreid report`. Under `torchrun --nproc_per_node N -m crossreid evaluate ...` each process
+    embeds 1/N of the images."""
+    from crossreid.evaluation.document import default_path
     from crossreid.evaluation.results import format_evaluation
     from crossreid.experiment import evaluate_run
-    from crossreid.io import write_json
 
-    results = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
-                           dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
-                           metric=metric, rerank=_rerank_from(rerank, rerank_options), ignore_check=ignore_check)
-    if not results:
+    if all_settings and directions:
+        raise UserError("--all scores every setting of the protocol's table, --direction picks some; give one of them")
+    target = Path(json_out) if json_out else default_path(run)
+    if target is None:
+        raise UserError(f"{run}: a pattern with {{t}} above its last folder has no folder for the results; "
+                        "pass --json FILE")
+    evaluation = evaluate_run(run, list(directions) or None, protocol, _parse_options(protocol_options, "--option"),
+                              dataset, root, _parse_options(data_options, "--data-option"), progress=not quiet,
+                              metric=metric, rerank=_rerank_from(rerank, rerank_options), ignore_check=ignore_check,
+                              all_settings=all_settings, batch_size=batch_size, device=device, amp=amp)
+    if evaluation is None:
+        return  # another process of a torchrun job: rank 0 prints and writes
+    if not evaluation.results:
         raise UserError(f"{run}: the dataset and the method share none of the requested directions' modalities")
-    click.echo(format_evaluation(results))
-    if json_out:
-        write_json(json_out, {d: r.to_json() for d, r in results.items()})
-        click.echo(f"wrote {json_out}")
+    trials = (f" (trial run 1 of {len(evaluation.kept)}; every run's kept epoch is in {target.name})"
+              if len(evaluation.kept) > 1 else "")
+    click.echo(f"{evaluation.method} run {evaluation.run}: {evaluation.kept[0]}{trials}")
+    click.echo(format_evaluation(evaluation.results))
+    replaced = target.is_file()
+    evaluation.save(target)
+    click.echo(f"wrote {target}" + (" (replacing the earlier results)" if replaced else ""))
+
+
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN]...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--title", help="Page title (default: the dataset and the runs).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def report_cmd(runs: tuple[str, ...], out: str, title: str | None, overwrite: bool) -> None:
+    """One self-contained HTML page for evaluated runs, side by side: what each run is (method, kept
+    weights, protocol, distance, re-ranking), one results table with chance R1, CMC curves and ranked
+    lists. RUN is a run folder or RegDB trial pattern that `crossreid evaluate` has scored (its
+    evaluation.json), or a results file written with `evaluate --json`."""
+    from crossreid.evaluation.document import side_by_side
+    from crossreid.report.html import write_report
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise UserError(f"{target}: exists; pass --overwrite to replace it or choose another --out")
+    evaluations = side_by_side(runs)
+    dataset = evaluations[0].dataset
+    write_report(target, evaluations,
+                 title or f"crossreid report: {', '.join(e.name for e in evaluations)} on {dataset}")
+    click.echo(f"wrote {target}: {len(evaluations)} run(s) evaluated on {dataset}")
 
 
 def _parse_options(items: tuple[str, ...], what: str) -> dict:
@@ -290,15 +362,17 @@ def manifest_cmd(folder: str, pattern: str, fractions: str | None, seed: int, sh
               help="Config override for every model, e.g. --set data.depth_encoding=normals.")
 @click.option("--overwrite", is_flag=True, help="Retrain models that already have results in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_device_option
+@_amp_option("the test-set embedding (training follows train.amp)")
 def calibrate_cmd(difficulty: str, out: str | None, only: str | None, overrides: tuple[str, ...],
-                  overwrite: bool, quiet: bool) -> None:
+                  overwrite: bool, quiet: bool, device: str | None = None, amp: str = "auto") -> None:
     """Calibrate the synthetic data: single-modality models and the one-stream baseline at a fixed
     budget, R1 against the preset's targets (docs/synthetic.md); no seed method is run."""
     from crossreid.calibrate import format_table, run_calibration
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     payload = run_calibration(difficulty, Path(out or f"runs/calibrate-{difficulty}"), names, list(overrides),
-                              overwrite, progress=not quiet)
+                              overwrite, progress=not quiet, device=device, amp=amp)
     click.echo(format_table(difficulty, payload["rows"]))
     chance = ", ".join(f"{d} {v:.1f}" for d, v in payload["chance_r1"].items())
     click.echo(f"chance R1 (%): {chance}; budget {payload['budget']}; "
@@ -315,8 +389,11 @@ def calibrate_cmd(difficulty: str, out: str | None, only: str | None, overrides:
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), help="Write the markdown tables here.")
 @click.option("--overwrite", is_flag=True, help="Re-run experiments that already have results.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_device_option
+@_amp_option("the test-set embedding (training follows train.amp)")
 def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, overrides: tuple[str, ...],
-                  table_path: str | None, overwrite: bool, quiet: bool) -> None:
+                  table_path: str | None, overwrite: bool, quiet: bool, device: str | None = None,
+                  amp: str = "auto") -> None:
     """Run an experiment set over seeds and print its markdown tables. SET is a shipped set,
     `hafner` (Tables 3 and 5 of Hafner et al.), `baselines` (the four baselines, RGB<->depth and
     RGB<->IR) or `vi` (the visible-infrared methods against AGW, with ablations), all on the
@@ -330,7 +407,8 @@ def reproduce_cmd(which: str, out: str | None, seeds: str, only: str | None, ove
         raise UserError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
     names = [n.strip() for n in only.split(",")] if only else None
     out_dir = Path(out or f"runs/reproduce-{exp_set.name}")
-    summary = run_set(exp_set, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet)
+    summary = run_set(exp_set, out_dir, seed_list, names, list(overrides), overwrite, progress=not quiet,
+                      device=device, amp=amp)
     click.echo(write_tables(exp_set, summary, Path(table_path or out_dir / "tables.md"),
                             set_note(exp_set, seed_list, list(overrides))))
 
@@ -356,17 +434,19 @@ def _rerank_from(enabled: bool, options: tuple[str, ...]):
 @click.option("--only", multiple=True, help="Keep only these modalities (repeatable).")
 @click.option("--split", "splits", multiple=True, help="Manifest split(s) to keep, e.g. test (repeatable).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--bf16", is_flag=True, help="Run the network under bfloat16 autocast.")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device_option
+@_amp_option("the network")
 def extract_cmd(run: str, source: str, out: str, modality: str | None, only: tuple[str, ...], splits: tuple[str, ...],
-                batch_size: int, bf16: bool, channels_last: bool, quiet: bool) -> None:
+                batch_size: int, channels_last: bool, quiet: bool, device: str | None = None,
+                amp: str = "auto") -> None:
     """Embed images with a trained RUN into a features file (`crossreid score` and `index` read it);
     under torchrun the images are sharded across processes."""
     from crossreid.retrieval.extract_images import extract_images
 
-    arrays = extract_images(run, source, out, modality, splits, only, batch_size, bf16, channels_last,
-                            progress=not quiet)
+    arrays = extract_images(run, source, out, modality, splits, only, batch_size, channels_last,
+                            progress=not quiet, device=device, amp=amp)
     if arrays is not None:
         feats = arrays["features"]
         click.echo(f"wrote {out}: {feats.shape[0]} images × {feats.shape[1]} dims "
@@ -416,12 +496,14 @@ def index_cmd(features: str, out: str, metric: str | None, dtype: str, approxima
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a ranked-list page.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
+@_device_option
+@_amp_option("the query images' embedding")
 def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, run: str | None,
                query_camera: int | None, query_frame: str | None, query_id: int | None, query_features: str | None,
                k: int,
                gallery_modalities: tuple[str, ...], cameras: tuple[int, ...], exclude: tuple[str, ...],
                exact: bool, rerank: bool, rerank_options: tuple[str, ...], json_out: str | None,
-               html_out: str | None, quiet: bool) -> None:
+               html_out: str | None, quiet: bool, device: str | None = None, amp: str = "auto") -> None:
     """Find the K nearest gallery images of query images (or query features) in an index."""
     from crossreid.modality import Modality
     from crossreid.retrieval.index import load_index
@@ -433,11 +515,15 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
         raise UserError("give either --query IMAGE (with --modality and --run) or --query-features Q.npz")
     if images and not (modality and run):
         raise UserError("--query needs --modality (rgb, depth or ir) and --run (the run that built the index)")
+    if images:
+        from crossreid.device import resolve_device
+
+        device = resolve_device(device)  # before the index is read
     opts = SearchOptions(k, [Modality.parse(m).value for m in gallery_modalities], list(cameras), list(exclude),
                          _rerank_from(rerank, rerank_options), exact)
     index = load_index(index_path, load_faiss=not exact)
-    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame, query_id) if images
-               else queries_from_features(index, query_features))
+    queries = (queries_from_images(index, images, modality, run, query_camera, query_frame, query_id, device, amp)
+               if images else queries_from_features(index, query_features))
     dist, rows, engine = search_index(index, queries, opts)
     doc = results_json(index, queries, opts, dist, rows, engine)
     if not quiet:
@@ -464,12 +550,14 @@ def search_cmd(index_path: str, images: tuple[str, ...], modality: str | None, r
 @click.option("--images", help="Folder or manifest of real images for the parity check (default: the run's dataset).")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--check-images", type=int, default=16, show_default=True, help="Images in the parity check.")
+@_device_option
 def export_cmd(run: str, fmt: str, out: str, modalities: tuple[str, ...], images: str | None, opset: int,
-               check_images: int) -> None:
-    """Export each modality's embedder of RUN to ONNX (dynamic batch) and check it against PyTorch."""
+               check_images: int, device: str | None = None) -> None:
+    """Export each modality's embedder of RUN to ONNX (dynamic batch) and check it against PyTorch
+    (run in float32 on --device)."""
     from crossreid.retrieval.export import export_onnx
 
-    export_onnx(run, out, modalities, images, opset, check_images, log=click.echo)
+    export_onnx(run, out, modalities, images, opset, check_images, log=click.echo, device=device)
 
 
 @cli.command("import-weights")

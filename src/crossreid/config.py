@@ -114,6 +114,9 @@ class TrainConfig(_Strict):
     random_erasing: float = Field(0.5, ge=0, le=1)
     random_grayscale: float = Field(0.0, ge=0, le=1)  # RGB training images turned to luminance
     validate_every: int = Field(1, ge=1)
+    # The epoch a run keeps (crossreid.engine.selection): last, val (best validation mAP; needs
+    # validation identities) or loss (lowest training loss).
+    select: Literal["last", "val", "loss"] = "val"
     progress: bool = True
     checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)
     # What a finished run keeps besides model.safetensors: all checkpoints, the last stage's

@@ -10,7 +10,11 @@ import click
 from crossreid.version import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
+from crossreid.device import check_amp, resolve_device
 from crossreid.engine.process import setup_process
+from crossreid.engine.runs import kept_epoch
+from crossreid.evaluation.document import Evaluation
+from crossreid.evaluation.examples import ranked_examples
 from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import write_json
@@ -21,8 +25,12 @@ DEFAULT_METHODS = ("one_stream",)  # the quick demo; distillation adds about thr
 
 
 def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = None,
-             progress: bool = True, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS) -> dict:
+             progress: bool = True, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+             device=None, amp: str = "auto") -> dict:
+    """Train and score the demo's ``methods`` on ``device`` (default: CUDA when available), the test
+    pools embedded under ``amp`` (:mod:`crossreid.device`)."""
     out = Path(out)
+    device, amp = resolve_device(device), check_amp(amp)
     unknown = [m for m in methods if m not in DEMO_RUNS]
     if unknown or not methods:
         raise UserError(f"--methods {','.join(methods)!r}: choose one or more of {', '.join(DEMO_RUNS)}")
@@ -31,19 +39,23 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     start = time.perf_counter()
     configs = {label: load_config(resolve_config(DEMO_RUNS[label]), overrides) for label in methods}
     base = next(iter(configs.values()))
-    setup_process(base.train)
+    setup_process(base.train, device)
     catalog = open_catalog(base.data, progress=progress)
     click.echo(f"dataset: {catalog.name} at {catalog.root} (synthetic data)")
     stores = TestStores.of(catalog, base.data)
     results: dict = {}
-    features: dict = {}
+    evaluations = []
     for label, cfg in configs.items():
         click.echo(f"training {label} ({cfg.method.name}, {cfg.model.arch}, {cfg.data.height}x{cfg.data.width})")
         # Cross-modal directions as configured, plus each modality against itself for reference.
         within = [f"{m}->{m}" for m in cfg.data.modalities]
         run = train_and_evaluate(cfg, out / label, catalog, stores, overwrite=overwrite, progress=progress,
-                                 directions=[*cfg.eval.directions, *within])
-        results[label], features[label] = run.results, run.features
+                                 directions=[*cfg.eval.directions, *within], device=device, amp=amp)
+        results[label] = run.results
+        image = {"height": cfg.data.height, "width": cfg.data.width, "depth_encoding": cfg.data.depth_encoding}
+        evaluations.append(Evaluation(str((out / label).absolute()), cfg.method.name, catalog.name, str(catalog.root),
+                                      [kept_epoch(out / label)], image, run.results,
+                                      {d: ranked_examples(catalog, r, run.features) for d, r in run.results.items()}))
     elapsed = time.perf_counter() - start
     payload = {
         "crossreid": __version__,
@@ -55,8 +67,7 @@ def run_demo(out: Path, overwrite: bool = False, overrides: list[str] | None = N
     write_json(out / "results.json", payload)
     from crossreid.report.html import write_report
 
-    write_report(out / "report.html", results, catalog, stores.query, stores.gallery,
-                 title="crossreid demo (synthetic data)", features=features,
+    write_report(out / "report.html", evaluations, title="crossreid demo (synthetic data)",
                  notes=[f"Wall time {elapsed:.0f} s for generation (or cache reuse), training and evaluation."])
     click.echo(format_results(results))
     click.echo(f"wrote {out / 'results.json'} and {out / 'report.html'} in {elapsed:.0f} s")

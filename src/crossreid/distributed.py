@@ -36,21 +36,29 @@ class Dist:
         return self.world > 1
 
 
-def init_from_env() -> Dist:
-    """Join the process group that torchrun's RANK/WORLD_SIZE/MASTER_* variables describe."""
+def from_env() -> Dist:
+    """This process's place as torchrun's RANK/WORLD_SIZE/LOCAL_RANK variables describe it (no group joined)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_from_env(cuda: bool | None = None) -> Dist:
+    """Join the process group that torchrun's RANK/WORLD_SIZE/MASTER_* variables describe: nccl
+    when this process works on its GPU (``cuda``; default: when torch sees one), else gloo."""
+    d = from_env()
+    if not d.active:
+        return d
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
+        cuda = torch.cuda.is_available() if cuda is None else cuda
         if cuda:
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(d.local_rank)
         if not dist.is_available():
             raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process")
         dist.init_process_group("nccl" if cuda else "gloo")
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
-    return Dist(rank, world, local)
+    return d
 
 
 def barrier(d: Dist) -> None:
@@ -80,7 +88,7 @@ def all_mean(d: Dist, values: dict[str, float]) -> dict[str, float]:
 
 def gather_rows(d: Dist, rows: np.ndarray, total: int) -> np.ndarray:
     """Concatenate each rank's rows ``rank::world`` of a ``total``-row array back into order."""
-    if not d.active:
+    if not d.active or total == 0:
         return rows
     parts: list = [None] * d.world
     dist.all_gather_object(parts, rows)

@@ -3,6 +3,7 @@ the one run-or-reuse loop of experiment sets; evaluate a finished run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ import numpy as np
 from crossreid.config import DataConfig, RunConfig, load_config
 from crossreid.data.pipeline import ImageStore
 from crossreid.data.samples import Catalog
+from crossreid.device import check_amp, open_device, resolve_device
 from crossreid.engine.trainer import Trainer
 from crossreid.errors import UserError
+from crossreid.evaluation.document import Evaluation
+from crossreid.evaluation.examples import ranked_examples
 from crossreid.io import read_json, write_json
-from crossreid.retrieval.evaluate import evaluate_directions, pool_features
+from crossreid.retrieval.evaluate import evaluate_directions, pool_features, table_protocols
 
 
 @dataclass
@@ -31,7 +35,8 @@ class TestStores:
     def of(cls, catalog: Catalog, data: DataConfig) -> "TestStores":
         """The pools at the size and depth encoding of ``data`` (the run config's data section)."""
         query = ImageStore.for_data(catalog.query, data)
-        gallery = query if catalog.gallery is catalog.query else ImageStore.for_data(catalog.gallery, data)
+        same = catalog.gallery is catalog.query or catalog.gallery == catalog.query  # e.g. a manifest's test split
+        gallery = query if same else ImageStore.for_data(catalog.gallery, data)
         return cls(query, gallery)
 
 
@@ -45,12 +50,13 @@ class ExperimentResult:
 def train_and_evaluate(cfg: RunConfig, run_dir: Path, catalog: Catalog, stores: TestStores,
                        protocol: str | None = None, protocol_options: dict | None = None,
                        overwrite: bool = False, progress: bool = True,
-                       directions: list[str] | None = None) -> ExperimentResult:
-    """Train ``cfg`` into ``run_dir``, then score ``directions`` (default ``eval.directions``) on the test pools."""
-    trainer = Trainer(cfg, run_dir, catalog, overwrite=overwrite, progress=progress)
+                       directions: list[str] | None = None, device=None, amp: str = "auto") -> ExperimentResult:
+    """Train ``cfg`` into ``run_dir`` on ``device`` (default: CUDA when available), then score ``directions``
+    (default ``eval.directions``) on the test pools, embedded there under ``amp`` (:mod:`crossreid.device`)."""
+    trainer = Trainer(cfg, run_dir, catalog, overwrite=overwrite, progress=progress, device=device)
     trainer.fit()
-    features = pool_features(trainer.method, catalog, stores.query, stores.gallery, cfg.eval.batch_size,
-                             trainer.device)
+    features = pool_features(trainer.method, stores.query, stores.gallery, cfg.eval.batch_size,
+                             trainer.device, amp=amp)
     results = evaluate_directions(trainer.method, catalog, stores.query, stores.gallery,
                                   directions or cfg.eval.directions,
                                   cfg.eval.metric, protocol=protocol, features=features,
@@ -86,10 +92,11 @@ def config_difference(saved: RunConfig, now: RunConfig) -> str | None:
 class Runner:
     """Trains configs into run folders, or reuses a finished run made with the same config: the
     one loop of ``reproduce`` and ``calibrate``. Catalogs and decoded test pools are shared
-    between runs on the same data."""
+    between runs on the same data. ``device`` and ``amp``: as :func:`train_and_evaluate`."""
 
-    def __init__(self, overwrite: bool = False, progress: bool = True) -> None:
+    def __init__(self, overwrite: bool = False, progress: bool = True, device=None, amp: str = "auto") -> None:
         self.overwrite, self.progress = overwrite, progress
+        self.device, self.amp = resolve_device(device), check_amp(amp)  # a bad one fails before any run
         self.catalogs: dict[str, Catalog] = {}
         self.stores: dict[tuple, TestStores] = {}
 
@@ -108,7 +115,8 @@ class Runner:
         catalog, stores = self._data(cfg)
         click.echo(announce)
         start = time.perf_counter()
-        run = train_and_evaluate(cfg, Path(run_dir), catalog, stores, overwrite=True, progress=self.progress)
+        run = train_and_evaluate(cfg, Path(run_dir), catalog, stores, overwrite=True, progress=self.progress,
+                                 device=self.device, amp=self.amp)
         scored = [d for d in directions if d in run.results]
         out = {**(record or {}), "mean": {d: run.results[d].mean() for d in scored},
                "chance_r1": {d: run.results[d].chance_rank1() for d in scored},
@@ -124,7 +132,7 @@ class Runner:
         data = cfg.data
         source = json.dumps([data.dataset, data.root, data.options, data.synth], sort_keys=True)
         if not self.catalogs:
-            setup_process(cfg.train)
+            setup_process(cfg.train, self.device)
         if source not in self.catalogs:
             self.catalogs[source] = open_catalog(data, progress=self.progress)
         size = (source, data.height, data.width, data.depth_encoding)
@@ -136,35 +144,66 @@ class Runner:
 def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol: str | None = None,
                  protocol_options: dict | None = None, dataset: str | None = None, root: str | None = None,
                  data_options: dict | None = None, progress: bool = True, metric: str | None = None,
-                 rerank=None, ignore_check: bool = False) -> dict:
-    """``{direction: ProtocolResult}`` of a trained run on its (or another) dataset's test pools.
+                 rerank=None, ignore_check: bool = False, all_settings: bool = False, *,
+                 batch_size: int | None = None, device=None, amp: str = "auto") -> Evaluation | None:
+    """A trained run scored on its (or another) dataset's test pools: ``results`` by direction, or,
+    with ``all_settings``, by setting of the protocol's full table (SYSU-MM01's four, both
+    directions of RegDB and LLCM), with a few ranked lists of each.
 
     A run pattern with ``{t}`` (RegDB: one model per trial, e.g. ``runs/agw_regdb/trial{t}``)
-    evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials;
-    a missing trial run is an error. ``metric`` (default: the run's ``eval.metric``) is the
-    default of the protocol's ``distance`` option. Data that fails ``crossreid check`` (at catalog
-    level: :func:`~crossreid.data.datasets.check.require_sound`) is refused unless ``ignore_check``.
+    evaluates the run of each trial 1-10 on its own trial and reports mean ± std over trials
+    (ranked lists: trial 1's); a missing trial run is an error. ``metric`` (default: the run's
+    ``eval.metric``) is the default of the protocol's ``distance`` option. Data that fails
+    ``crossreid check`` (at catalog level: :func:`~crossreid.data.datasets.check.require_sound`)
+    is refused unless ``ignore_check``.
+    The pools are embedded on ``device`` (default: CUDA when available) under ``amp``, in batches of
+    ``batch_size`` (default: the run's ``eval.batch_size``); under torchrun each rank embeds its share
+    and rank 0 scores: the other ranks get None.
     """
     from crossreid.data.datasets.check import require_sound
     from crossreid.data.open import open_catalog
-    from crossreid.engine.runs import load_run
+    from crossreid.data.registry import dataset_protocol
+    from crossreid.engine.runs import kept_epoch, load_run
+    from crossreid.evaluation.protocols import setting_protocols
 
+    device, dist = open_device(device)
     if "{t}" in str(run):
         from crossreid.engine.runs import find_trial_runs
         from crossreid.evaluation.regdb_protocols import combine_trials
 
         per_trial = [evaluate_run(r, directions, protocol, protocol_options, dataset, root, data_options, progress,
-                                  metric, rerank, ignore_check) for r in find_trial_runs(str(run))]
-        return {d: combine_trials([res[d] for res in per_trial]) for d in per_trial[0]}
+                                  metric, rerank, ignore_check, all_settings, batch_size=batch_size,
+                                  device=device, amp=amp)
+                     for r in find_trial_runs(str(run))]
+        if not dist.main:
+            return None
+        first = per_trial[0]
+        return dataclasses.replace(
+            first, run=str(Path(run).absolute()), kept=[line for e in per_trial for line in e.kept],
+            results={d: combine_trials([e.results[d] for e in per_trial]) for d in first.results})
     cfg, method = load_run(run)
     updates = {k: v for k, v in (("dataset", dataset), ("root", root), ("options", data_options)) if v}
     if updates:
         cfg.data = cfg.data.model_copy(update=updates)
-    catalog = open_catalog(cfg.data, progress=progress)
+    name = protocol or dataset_protocol(cfg.data.dataset)
+    if all_settings:  # a protocol without a table, or options that contradict it: said before any work
+        setting_protocols(name, protocol_options, metric or cfg.eval.metric)
+    catalog = open_catalog(cfg.data, progress=progress and dist.main, dist=dist)
+    if all_settings:  # and a setting the data or the method cannot score, before any image is embedded
+        table_protocols(method, catalog, name, protocol_options, metric or cfg.eval.metric)
     require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "evaluate",
-                  protocols=[protocol] if protocol else None)
+                  protocols=[protocol] if protocol else None, say=dist.main)
     stores = TestStores.of(catalog, cfg.data)
+    method = method.to(device)
+    features = pool_features(method, stores.query, stores.gallery, batch_size or cfg.eval.batch_size, device,
+                             progress and dist.main, amp, dist)
+    if not dist.main:
+        return None
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                   metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
-                                  batch_size=cfg.eval.batch_size, progress=progress, rerank=rerank)
-    return record_test_feature(results, method)
+                                  features=features, rerank=rerank, all_settings=all_settings)
+    results = record_test_feature(results, method)
+    image = {"height": cfg.data.height, "width": cfg.data.width, "depth_encoding": cfg.data.depth_encoding}
+    return Evaluation(str(Path(run).absolute()), cfg.method.name, catalog.name, str(catalog.root),
+                      [kept_epoch(run)], image, results,
+                      {label: ranked_examples(catalog, r, features) for label, r in results.items()})

@@ -71,21 +71,43 @@ class BatchHardTriplet(nn.Module):
         return F.relu(d_ap - d_an + self.margin).mean()
 
 
+def released_softmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """AGW's ``softmax_weights`` (loss.py): ``exp(x - m) · mask / (Σ exp(x - m) · mask + 1e-6)``
+    with ``m`` the row maximum of ``x · mask``, masked-out entries counting as 0. For the
+    negatives (``x = -d ≤ 0``) that maximum is 0, so nothing is shifted: once ``Σ exp(-d)`` nears
+    1e-6 (all negatives beyond about 14 + ln |N|) the weights sum to less than 1."""
+    m = mask.to(x.dtype)
+    shift = (x * m).amax(dim=1, keepdim=True)
+    e = torch.exp(x - shift) * m
+    return e / (e.sum(dim=1, keepdim=True) + 1e-6)
+
+
 class WeightedRegularizedTriplet(nn.Module):
     """AGW's weighted regularised triplet (no margin), methods.md §2.2.
 
     Per anchor i: ``w+_ij = softmax_{j in P_i}(d_ij)``, ``w-_ij = softmax_{j in N_i}(-d_ij)``,
     ``loss_i = softplus(sum_P w+ d - sum_N w- d)``; mean over anchors with a negative.
     As in the released code, P_i includes the anchor itself (distance ~0, tiny weight).
+    ``softmax="exact"``: the softmax; ``"released"``: AGW's code (:func:`released_softmax`),
+    whose ``+ 1e-6`` damps the negative weights at large distances.
     """
+
+    def __init__(self, softmax: str = "exact") -> None:
+        super().__init__()
+        if softmax not in ("exact", "released"):
+            raise UserError(f"weighted regularised triplet softmax {softmax!r}: use 'exact' or 'released'")
+        self.softmax = softmax
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         anchors = _anchors(features, labels)
         if anchors is None:
             return features.sum() * 0.0
         dist, pos, neg = anchors
-        w_pos = torch.softmax(dist.masked_fill(~pos, float("-inf")), dim=1)
-        w_neg = torch.softmax((-dist).masked_fill(~neg, float("-inf")), dim=1)
+        if self.softmax == "released":
+            w_pos, w_neg = released_softmax(dist * pos, pos), released_softmax(-dist * neg, neg)
+        else:
+            w_pos = torch.softmax(dist.masked_fill(~pos, float("-inf")), dim=1)
+            w_neg = torch.softmax((-dist).masked_fill(~neg, float("-inf")), dim=1)
         furthest_positive = (w_pos * dist).sum(1)
         closest_negative = (w_neg * dist).sum(1)
         return F.softplus(furthest_positive - closest_negative).mean()

@@ -111,14 +111,16 @@ def load_set(name_or_path: str | Path) -> ExperimentSet:
 
 
 def run_set(exp_set: ExperimentSet, out: Path, seeds: list[int], only: list[str] | None = None,
-            overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run (or reuse, per experiment and seed) every experiment; return {name: {seed: {direction: means}}}."""
+            overrides: list[str] | None = None, overwrite: bool = False, progress: bool = True,
+            device=None, amp: str = "auto") -> dict:
+    """Run (or reuse, per experiment and seed) every experiment on ``device`` under ``amp``
+    (:class:`~crossreid.experiment.Runner`); return {name: {seed: {direction: means}}}."""
     experiments = exp_set.experiments
     names = only or list(experiments)
     unknown = [n for n in names if n not in experiments]
     if unknown:
         raise UserError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(experiments)}")
-    runner = Runner(overwrite, progress)
+    runner = Runner(overwrite, progress, device, amp)
     summary: dict = {}
     first_of: dict = {}  # (config, overrides) -> the first experiment with them: identical rows run once
     for name in names:

@@ -72,6 +72,22 @@ def _write_failure(exc: Exception) -> str | None:
     return text.split("I/O error: ", 1)[1] if "I/O error: " in text else None
 
 
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON state alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; check the run folder")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = json.loads((fh.metadata() or {})[_STATE_KEY])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a crossreid checkpoint ({exc}); point to a file written by crossreid train") from None
+    state.pop("optimizer", None)
+    return state
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict | None,
                                                  dict[str, torch.Tensor]]:
     """Returns (model state dict, JSON state, optimizer state dict or None, rng tensors)."""

@@ -1,5 +1,5 @@
 """Writing and reading a run's checkpoints: ``<stage>-last`` (exact resume), ``<stage>-best``
-(model selection) and the final ``model.safetensors``."""
+(the epoch ``train.select`` keeps) and the final ``model.safetensors``."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ class Checkpointer:
 
     def state(self, at: EpochPoint, progress: Progress) -> dict:
         return {"method": self.cfg.method.name, "stage": at.stage.name, "epoch": at.epoch, "step": progress.step,
-                "epoch_done": progress.done, "best": at.best, "score": progress.score,
+                "epoch_done": progress.done, "best": at.best, "score": progress.score, "select": self.cfg.train.select,
+                "stage_epochs": at.stage.epochs,
                 "num_classes": self.num_classes, "modalities": self.modalities,
                 "config_hash": config_hash(self.cfg), "config": resume_view(self.cfg), "world": self.dist.world}
 
@@ -87,15 +88,17 @@ class Checkpointer:
         if self.dist.main:
             save_checkpoint(self.folder.best(at.stage.name), self.method, self.state(at, progress))
 
-    def load_best(self, stage: str) -> None:
+    def load_best(self, stage: str) -> dict:
+        """Load the stage's kept weights; returns their state (``epoch``, ``score``, ...)."""
         path = self.folder.best(stage)
         if not path.is_file() and self.folder.model_path.is_file():
-            path = self.folder.model_path  # a finished, pruned run: its final weights are the last stage's best
-        weights, _, _, _ = load_checkpoint(path)
+            path = self.folder.model_path  # a finished, pruned run: its final weights are the last stage's kept ones
+        weights, state, _, _ = load_checkpoint(path)
         self.method.load_state_dict(weights)
+        return state
 
     def save_final(self, last_stage: str) -> None:
-        """``model.safetensors``: the best weights of the last stage (rank 0)."""
+        """``model.safetensors``: the kept weights of the last stage (rank 0)."""
         best = self.folder.best(last_stage)
         if self.dist.main and best.is_file():  # else a resumed, pruned run whose best stayed in model.safetensors
             _, state, _, _ = load_checkpoint(best)

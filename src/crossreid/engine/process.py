@@ -18,8 +18,10 @@ import torch
 from crossreid import distributed as D
 
 
-def setup_process(train) -> D.Dist:
-    """Threads, deterministic kernels and the torchrun process group, from a ``TrainConfig``."""
+def setup_process(train, device=None) -> D.Dist:
+    """Threads, deterministic kernels and the torchrun process group, from a ``TrainConfig``; the
+    group's backend is nccl when the process trains on a GPU (``device``, a ``torch.device``;
+    default: when torch sees one), else gloo."""
     if train.threads:
         torch.set_num_threads(train.threads)
     if train.deterministic:
@@ -27,7 +29,7 @@ def setup_process(train) -> D.Dist:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    return D.init_from_env()
+    return D.init_from_env(cuda=None if device is None else device.type == "cuda")
 
 
 def _capture() -> tuple:

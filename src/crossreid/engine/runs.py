@@ -8,8 +8,9 @@ from typing import Sequence
 import yaml
 
 from crossreid.config import RunConfig, load_config
-from crossreid.engine.checkpoint import load_checkpoint
+from crossreid.engine.checkpoint import load_checkpoint, read_state
 from crossreid.engine.init import without_init
+from crossreid.engine.selection import describe_choice
 from crossreid.errors import UserError
 from crossreid.methods import Method, build_method
 from crossreid.modality import Modality
@@ -36,6 +37,25 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, Method]:
         raise UserError(f"{run_dir / 'model.safetensors'}: weights do not fit the run's config "
                         f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     return cfg, method.eval()
+
+
+def kept_epoch(run_dir: str | Path) -> str:
+    """Which weights the run holds, in words: the epoch ``train.select`` kept and its value, or, for
+    an imported checkpoint, the authors' epoch and how their code chose it."""
+    run_dir = Path(run_dir)
+    state = read_state(run_dir / "model.safetensors")
+    if state.get("imported"):
+        from crossreid.io import read_json
+
+        info = read_json(run_dir / "import.json") if (run_dir / "import.json").is_file() else {}
+        recorded = info.get("recorded", {})
+        epoch = f" (their epoch {recorded['epoch']})" if "epoch" in recorded else ""
+        return (f"the authors' released {info.get('method', '')} checkpoint{epoch}, imported; their code keeps "
+                "the epoch with the best test-set R1 (selection on the test set)")
+    if "select" not in state:
+        return f"epoch {state.get('epoch', 0) + 1} (a run made before train.select was recorded)"
+    return describe_choice(state["select"], state["epoch"], state.get("stage_epochs", state["epoch"] + 1),
+                           state.get("score"))
 
 
 def find_trial_runs(pattern: str, trials: Sequence[int] = REGDB_TRIALS) -> list[Path]:

@@ -3,8 +3,9 @@
 A :class:`~crossreid.engine.run_folder.RunFolder` owns the folder's layout and policy, a
 :class:`~crossreid.engine.checkpointer.Checkpointer` the checkpoints,
 :func:`~crossreid.engine.schedule.lr_factor` the learning rate and a
-:class:`~crossreid.engine.validator.Validator` model selection on the validation
-identities (drawn from training identities), never the test set. Process-wide set-up
+:class:`~crossreid.engine.validator.Validator` the validation score (identities drawn
+from training identities, never the test set) that ``train.select`` may keep an epoch by
+(:mod:`~crossreid.engine.selection`). Process-wide set-up
 (threads, deterministic kernels, the torchrun process group) belongs to the entry point
 (:func:`~crossreid.engine.process.setup_process`); the trainer's randomness is its own
 :class:`~crossreid.engine.process.RandomStream`, seeded by ``train.seed``.
@@ -32,11 +33,13 @@ from crossreid.config import RunConfig
 from crossreid.data.pipeline import ImageStore, augment, normalize
 from crossreid.data.samplers import CrossModalIdentitySampler
 from crossreid.data.samples import Catalog
+from crossreid.device import resolve_device
 from crossreid.engine.checkpointer import Checkpointer, EpochPoint, Position, Progress, Resumed
 from crossreid.engine.init import check_init, save_init, without_init
 from crossreid.engine.process import RandomStream
 from crossreid.engine.run_folder import RunFolder
 from crossreid.engine.schedule import lr_factor
+from crossreid.engine.selection import epoch_score, keeps, require_validation_ids
 from crossreid.engine.state import restore_rng
 from crossreid.engine.validator import Validator
 from crossreid.errors import UserError
@@ -106,7 +109,8 @@ class _Step(torch.nn.Module):
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, catalog: Catalog, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True, dist: D.Dist | None = None) -> None:
+                 overwrite: bool = False, progress: bool = True, dist: D.Dist | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.dist = dist or D.init_from_env()
         self.cfg, self.catalog = cfg, catalog
         self.folder = RunFolder(run_dir, self.dist)
@@ -115,7 +119,7 @@ class Trainer:
         self.folder.check(resume, overwrite)
         if not resume:
             check_init(cfg)
-        self.device = self._device()
+        self.device = self._device(device)
         self.random = RandomStream(cfg.train.seed)
         with self.random:
             self._build(catalog, resume)
@@ -127,9 +131,10 @@ class Trainer:
         if not resume and self.dist.main:  # a resumed run keeps the init.json of its start
             write(save_init(self.run_dir, cfg, self.init_loads), err=True)
 
-    def _device(self) -> torch.device:
+    def _device(self, spec: str | torch.device | None) -> torch.device:
+        """``spec`` (default: this process's GPU when there is one, else the CPU) checked against the config."""
         t = self.cfg.train
-        device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(spec, self.dist)
         if t.amp == "fp16" and device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA GPU (loss scaling); on CPU use train.amp=bf16 or off")
         if t.sync_bn and self.dist.active and device.type != "cuda":
@@ -155,6 +160,7 @@ class Trainer:
                      disk_dir=(Path(t.cache_dir) if t.cache_dir else cache_dir("images")) if t.disk_cache else None)
         self.store = ImageStore.for_data(catalog.train, cfg.data, **store)
         val = [s for s in catalog.val if s.modality in self.method.embeddable]
+        require_validation_ids(t.select, len(val), catalog.name)
         self.val_catalog = Catalog(catalog.root, query=val, gallery=val, name=catalog.name)
         self.val_store = ImageStore.for_data(val, cfg.data, **store)
         self.augment_rng = torch.Generator().manual_seed(t.seed)
@@ -243,11 +249,13 @@ class Trainer:
             partial = pos if epoch == pos.epoch and pos.step else Position()
             stats = self.train_epoch(model, sampler, optimizer, scaler, at, partial)
             record = {"stage": stage.name, "epoch": epoch, **stats, "lr": optimizer.param_groups[-1]["lr"]}
-            if self.validator.due(epoch, stage):
+            validated = self.validator.due(epoch, stage)
+            if validated:
                 last_val = self.validator(stage)
                 record.update({f"val/{k}": v for k, v in last_val.items()})
-            score = last_val.get("mAP", -float(stats["loss"]))
-            improved = best is None or score > best
+            rule = self.cfg.train.select
+            score = epoch_score(rule, stats["loss"], last_val["mAP"] if validated else None)
+            improved = keeps(rule, score, best)
             at.best = best = score if improved else best
             self._log(record, at)
             done = Progress(step=len(sampler), done=True, score=score)
@@ -255,10 +263,11 @@ class Trainer:
             if improved:
                 self.checkpoints.save_best(at, done)
         D.barrier(self.dist)
-        if self.dist.main:
-            self.checkpoints.load_best(stage.name)
+        kept = self.checkpoints.load_best(stage.name) if self.dist.main else None
         D.broadcast_module(self.dist, self.method)
-        return {"best": best, **last_val}
+        kept = D.broadcast_object(self.dist, kept)
+        return {"select": self.cfg.train.select, "epoch": kept["epoch"], "epochs": stage.epochs,
+                "score": kept.get("score"), **last_val}
 
     def _log(self, record: dict, at: EpochPoint) -> None:
         record["best"] = at.best

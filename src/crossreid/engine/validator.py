@@ -34,10 +34,8 @@ class Validator:
         scores them, every rank gets the result."""
         d, n = self.dist, len(self.store)
         D.broadcast_module(d, self.method, buffers_only=True)  # each rank's BN statistics saw only its rows
-        rows = range(d.rank, n, d.world)
-        feats = extract_features(self.method, self.store, rows, batch_size=self.cfg.eval.batch_size,
-                                 device=self.device, channels_last=self.cfg.train.channels_last)
-        feats = D.gather_rows(d, feats, n)
+        feats = extract_features(self.method, self.store, range(n), batch_size=self.cfg.eval.batch_size,
+                                 device=self.device, channels_last=self.cfg.train.channels_last, dist=d)
         out = None
         if d.main:
             directions = stage.val_directions or self.cfg.eval.directions

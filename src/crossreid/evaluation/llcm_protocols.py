@@ -10,6 +10,12 @@ one number are one physical camera); CMC is identity-level.
 which transposes the distances: the scored probes are the sampled NIR images and the gallery
 is every VIS image (its numbers are not VIS→IR in the natural sense). ``gallery_draw="full"`` is a
 separate, non-official mode: one trial, the whole test set of the gallery modality.
+
+``llcm_idkl`` is IDKL's released LLCM test (``utils/eval_llcm.py``), which its published LLCM
+figures come from: one pass over the whole test set of the gallery modality, identity-level
+CMC, mAP on the full list, and no gallery item removed. Its filter drops gallery items whose
+camera id equals the query's, of any identity, but its loader gives every visible image camera
+2 and every infrared image camera 3 (``LLCMData``), so across modalities the filter never fires.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.evaluation.gallery_draws import python_random_gallery
-from crossreid.evaluation.metrics import SAME_ID_AND_CAMERA
+from crossreid.evaluation.metrics import NO_EXCLUSION, SAME_ID_AND_CAMERA
 from crossreid.evaluation.protocols import (Protocol, Trial, bool_option, legacy_direction, option_in,
                                             register_protocol)
 from crossreid.modality import Modality
@@ -71,3 +77,23 @@ class LLCMProtocol(Protocol):
 
     def extra(self) -> dict[str, Any]:
         return {"gallery": self.gallery, "deen_compat": self.deen_compat}
+
+
+@register_protocol("llcm_idkl")
+class LLCMIDKLProtocol(Protocol):
+    """IDKL's released LLCM test: ``query``/``gallery`` ir->rgb (default) or rgb->ir; one trial,
+    the whole test set of the gallery modality, nothing removed (see the module docstring)."""
+
+    directions = DIRECTIONS
+    exclusion = NO_EXCLUSION
+    sampling = ("none: the whole test set in one pass (IDKL's released LLCM test; its same-camera filter "
+                "compares modality flags and removes nothing across modalities)")
+    fix = "load it with the llcm dataset (query and gallery pools hold both modalities)"
+
+    def __init__(self, query: str | None = None, gallery: str | None = None, distance: str = "euclidean",
+                 precision: str = "float64"):
+        self.set_common(query, gallery, distance, precision, "identity")
+
+    def trials(self, catalog: Catalog) -> list[Trial]:
+        query, gallery = self.pools(catalog)
+        return [Trial(query, gallery, self.exclusion, self.cmc)]

@@ -40,6 +40,17 @@ class Trial:
 Pair = tuple[Modality, Modality]
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of a protocol's full table (``evaluate --all``): a label, a direction and the
+    protocol options that make it (e.g. SYSU-MM01's ``mode`` and ``shots``)."""
+
+    label: str
+    query: Modality
+    gallery: Modality
+    options: tuple[tuple[str, Any], ...] = ()
+
+
 class Protocol(ABC):
     """Base class of every protocol: subclasses set ``directions``, call :meth:`set_common` from
     ``__init__`` and implement ``trials``, which opens with :meth:`pools`; ``name`` is the one
@@ -49,7 +60,8 @@ class Protocol(ABC):
     (modalities; ``directions`` lists the pairs it supports, its first the default, ``None``
     any pair), ``distance`` (euclidean or cosine) and ``precision`` (float64, or float32 for
     huge galleries). ``describe()`` records the attributes below (``extra()`` adds fields);
-    re-ranking is never applied by a protocol.
+    ``re_ranking`` there is false (a protocol never re-ranks); a scored result records true
+    when :func:`evaluate_protocol` re-ranked it (``evaluate --rerank``).
     """
 
     name: str = ""  # set by @register_protocol
@@ -68,6 +80,13 @@ class Protocol(ABC):
     gallery_cams: tuple[int, ...] | None = None
     fix: str = "load a dataset whose test pools hold both modalities"  # what to do when a pool is empty
     options: dict[str, Any] = {}  # the options it was built with (set by get_protocol)
+    settings: tuple[Setting, ...] = ()  # the full table (evaluate --all); default: one row per pair of directions
+
+    @classmethod
+    def table(cls) -> tuple[Setting, ...]:
+        """The settings of the protocol's full table: ``settings``, else each fixed direction (none
+        for a protocol that scores any pair)."""
+        return cls.settings or tuple(Setting(f"{q}->{g}", q, g) for q, g in cls.directions or ())
 
     def set_common(self, query: str | None, gallery: str | None, distance: str, precision: str, cmc: str) -> None:
         """Check and set the direction (``None``: the protocol's default side), distance, precision and CMC level."""
@@ -210,6 +229,23 @@ def protocol_for(name: str, query: str | Modality, gallery: str | Modality, opti
     return get_protocol(name, query=str(Modality.parse(query)), gallery=str(Modality.parse(gallery)), **options)
 
 
+def setting_protocols(name: str, options: dict[str, Any] | None = None,
+                      distance: str | None = None) -> dict[str, Protocol]:
+    """Every setting of protocol ``name``'s full table (:meth:`Protocol.table`), label → protocol,
+    with ``options`` (which may not set what a setting sets) and ``distance`` as the default distance."""
+    factory = PROTOCOLS.get(name)
+    table = factory.table() if isinstance(factory, type) and issubclass(factory, Protocol) else ()
+    if not table:
+        raise UserError(f"protocol {name!r} has no fixed table of settings (it scores any query/gallery pair); "
+                        "drop --all and name the directions with --direction")
+    set_here = sorted({key for s in table for key, _ in s.options} & set(options or {}))
+    if set_here:
+        raise UserError(f"--all scores every {set_here[0]} of protocol {name!r} itself; drop --option "
+                        f"{set_here[0]}= (or drop --all to score one setting)")
+    return {s.label: protocol_for(name, s.query, s.gallery, {**(options or {}), **dict(s.options)}, distance)
+            for s in table}
+
+
 def with_distance(options: dict[str, Any] | None, distance: str | None) -> dict[str, Any]:
     """``options`` with ``distance`` as the default of the distance option; a contradiction is an error."""
     options = dict(options or {})
@@ -253,7 +289,8 @@ def evaluate_protocol(protocol: Protocol, catalog: Catalog, query_features, gall
         reach = gallery_reach(q, g, trial.exclusion)
         per_trial.append(dataclasses.replace(metrics, chance_rank1=reach.chance_rank1(trial.cmc),
                                              deepest_rank=reach.deepest_rank(trial.cmc)))
-    return ProtocolResult(protocol.describe(), protocol.distance, protocol.aggregate(per_trial),
+    description = {**protocol.describe(), "re_ranking": rerank is not None}
+    return ProtocolResult(description, protocol.distance, protocol.aggregate(per_trial),
                           dataset=catalog.name, options=getattr(protocol, "options", {}),
                           rerank=rerank.describe() if rerank else None)
 

@@ -45,15 +45,17 @@ class RegDBProtocol(Protocol):
 def combine_trials(results: Sequence[ProtocolResult]) -> ProtocolResult:
     """One result whose trials are those of ``results`` (in order): mean ± std over trials.
 
-    The results must come from the same protocol description, distance and dataset.
+    The results must come from the same protocol description, distance, dataset and re-ranking.
     """
     if not results:
         raise ValueError("combine_trials needs at least one result")
     first = results[0]
     for r in results[1:]:
-        if (r.protocol, r.distance, r.dataset) != (first.protocol, first.distance, first.dataset):
+        if (r.protocol, r.distance, r.dataset, r.rerank) != (first.protocol, first.distance, first.dataset,
+                                                             first.rerank):
             raise UserError(f"cannot combine results of {r.protocol.get('name')} {r.protocol.get('direction')} "
                             f"({r.distance}) with {first.protocol.get('name')} {first.protocol.get('direction')} "
                             f"({first.distance}); score every trial with the same protocol and options")
     trials = [m for r in results for m in r.trials]
-    return ProtocolResult({**first.protocol, "trials": len(trials)}, first.distance, trials, dataset=first.dataset)
+    return ProtocolResult({**first.protocol, "trials": len(trials)}, first.distance, trials, dataset=first.dataset,
+                          options=dict(first.options), rerank=first.rerank)

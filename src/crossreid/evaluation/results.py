@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -87,6 +87,22 @@ class ProtocolResult:
                         "chance_rank1": t.chance_rank1, "deepest_rank": t.deepest_rank} for t in self.trials],
         }
 
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "ProtocolResult":
+        """The result ``to_json`` wrote (per-query APs are not kept)."""
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} record (format {doc.get('format')!r})")
+        trials = []
+        for t in doc["trials"]:
+            ranks = tuple(sorted(int(k[len("rank"):]) for k in t if k.startswith("rank")))
+            trials.append(Metrics(np.asarray(t["cmc"], dtype=np.float64), t["map"], t["minp"], t["num_valid"],
+                                  t["num_queries"], ranks, t.get("cmc_level", "image"),
+                                  num_gallery=t.get("num_gallery", 0), chance_rank1=t.get("chance_rank1"),
+                                  deepest_rank=t.get("deepest_rank")))
+        rerank = doc.get("rerank")
+        return cls(dict(doc["protocol"]), doc["distance"], trials, dataset=doc.get("dataset"),
+                   options=dict(doc.get("options") or {}), rerank=None if rerank in (None, "none") else dict(rerank))
+
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_json())
 
@@ -103,11 +119,11 @@ class ProtocolResult:
         """``R1 45.2 ± 1.3 | R5 … | mAP … | mINP …`` in percent (no ± for one trial)."""
         return " | ".join(f"{label} {text}" for label, text in self.cells().items())
 
-    def setting(self) -> str:
-        """The set-up behind the numbers in words: protocol and its options, dataset, trials, CMC
-        level, exclusion rule, distance, re-ranking."""
+    def setting(self, hide: Sequence[str] = ()) -> str:
+        """The set-up behind the numbers in words: protocol and its options (but ``hide``), dataset,
+        trials, CMC level, exclusion rule, distance, re-ranking."""
         p = self.protocol
-        options = {k: v for k, v in self.options.items() if k not in ("query", "gallery", "distance")}
+        options = {k: v for k, v in self.options.items() if k not in ("query", "gallery", "distance", *hide)}
         shown = f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
         trials = len(self.trials)
         exclusion = ", ".join(p.get("exclusion") or []) or "none"
@@ -123,16 +139,23 @@ def _span(low: int, high: int) -> str:
 
 def format_evaluation(results: Mapping[str, ProtocolResult]) -> str:
     """What ``crossreid evaluate`` (and ``score``) print: for each set-up, a line saying it (see
-    ``ProtocolResult.setting``), then per direction the queries, valid queries (those with a true
-    match left in their gallery), gallery items, chance R1 and the metrics, in percent. A CMC rank
-    beyond the smallest gallery a query ranks is shown as '-' (a padded curve, not a result)."""
+    ``ProtocolResult.setting``; options that differ between the rows, such as SYSU-MM01's mode and
+    shots under ``--all``, are left to the row labels), then per row (a direction, or a setting of
+    the protocol's table) the queries, valid queries (those with a true match left in their
+    gallery), gallery items, chance R1 and the metrics, in percent. A CMC rank beyond the smallest
+    gallery a query ranks is shown as '-' (a padded curve, not a result)."""
+    seen: dict[str, set[str]] = {}
+    for result in results.values():
+        for key, value in result.options.items():
+            seen.setdefault(key, set()).add(repr(value))
+    varying = [k for k, values in seen.items() if len(values) > 1 and k not in ("query", "gallery", "distance")]
     groups: dict[str, list[tuple[str, ProtocolResult]]] = {}
     for direction, result in results.items():
-        groups.setdefault(result.setting(), []).append((direction, result))
+        groups.setdefault(result.setting(hide=varying), []).append((direction, result))
     lines: list[str] = []
     for setting, rows in groups.items():
         labels = [*(f"R{k}" for k in rows[0][1].ranks), "mAP", "mINP"]
-        head = ["direction", "queries", "valid", "gallery", "chance R1", *labels]
+        head = ["setting" if varying else "direction", "queries", "valid", "gallery", "chance R1", *labels]
         body = []
         for direction, result in rows:
             counts, chance, cells = result.counts(), result.chance_rank1(), result.cells()

@@ -20,13 +20,22 @@ from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.evaluation.gallery_draws import folders, python_random_gallery
 from crossreid.evaluation.metrics import SYSU_LOCATION
-from crossreid.evaluation.protocols import Protocol, Trial, int_option, option_in, register_protocol
+from crossreid.evaluation.protocols import Protocol, Setting, Trial, int_option, option_in, register_protocol
 from crossreid.modality import Modality
 
 MODES = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 QUERY_CAMS = (3, 6)
 TRIALS = 10
 PERM_SOURCE = "https://github.com/wuancong/SYSU-MM01 (evaluation/data_split/rand_perm_cam.mat)"
+MODE_NAMES = {"all": "all-search", "indoor": "indoor-search"}
+SHOT_NAMES = {1: "single-shot", 10: "multi-shot"}
+
+
+def settings(shots: tuple[int, ...]) -> tuple[Setting, ...]:
+    """The table's rows: each search mode × each of ``shots`` (IR queries, visible gallery)."""
+    return tuple(Setting(f"{MODE_NAMES[mode]} {SHOT_NAMES[n]}", Modality.IR, Modality.RGB,
+                         (("mode", mode),) + ((("shots", n),) if len(shots) > 1 else ()))
+                 for mode in MODES for n in shots)
 
 
 class _SysuProtocol(Protocol):
@@ -59,6 +68,8 @@ class _SysuProtocol(Protocol):
 class SysuOfficial(_SysuProtocol):
     """Official protocol: trial t (0-based) takes, per gallery camera and test id, the folder
     positions ``rand_perm_cam{cam}{pid}(t+1, 1:shots)``; gallery order is (cam, pid, draw)."""
+
+    settings = settings((1, 10))
 
     def __init__(self, mode: str = "all", shots: int = 1, perm_file: str | None = None, query: str | None = None,
                  gallery: str | None = None, distance: str = "euclidean", precision: str = "float64"):
@@ -106,6 +117,7 @@ class SysuAGW(_SysuProtocol):
     gallery order is (id, cam) as drawn."""
 
     shots = 1
+    settings = settings((1,))
 
     def __init__(self, mode: str = "all", query: str | None = None, gallery: str | None = None,
                  distance: str = "euclidean", precision: str = "float64"):

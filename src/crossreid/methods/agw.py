@@ -15,7 +15,7 @@ layer2 [0, 1], layer3 [0, 1]. Their width is C/2 (``nonlocal_inter="paper"``) or
 Loss: identity CE on the BNNeck logits (``loss.id_weight``, ``loss.label_smoothing``;
 AGW: 1 and 0) plus the weighted regularised triplet on the pre-BN features
 (``loss.triplet_weight``; ``triplet="batch_hard"`` swaps in the margin triplet of AGW's
-"base" variant). Test feature: the BN feature (``test_feature="bn"``, the reported one)
+"base" variant; ``wrt_softmax="released"`` its weights as AGW's code computes them). Test feature: the BN feature (``test_feature="bn"``, the reported one)
 or the pre-BN pooled one (``"pool"``), L2-normalised unless ``normalize=false``.
 """
 
@@ -45,6 +45,7 @@ class Options(BaseModel):
     non_local: bool = True
     nonlocal_inter: Literal["paper", "released"] = "paper"   # C/2, or 1 channel
     triplet: Literal["wrt", "batch_hard"] = "wrt"
+    wrt_softmax: Literal["exact", "released"] = "exact"     # released: AGW's Σexp(−d) + 1e-6 denominator
     test_feature: Literal["bn", "pool"] = "bn"
     normalize: bool = True                                   # L2-normalise test features
 
@@ -74,7 +75,7 @@ class AGW(RoutedMethod):
         trunk.keep_stages("layer1")  # the trunk's own stem lives on in the per-modality copies
         self.backbone = nn.ModuleDict({"stems": stems, "shared": trunk})
         self.pool, self.head = net.pool, net.head
-        self.wrt = WeightedRegularizedTriplet()
+        self.wrt = WeightedRegularizedTriplet(self.options.wrt_softmax)
 
     def route(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
         return self.backbone["stems"][modality.value](images)

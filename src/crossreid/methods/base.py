@@ -86,11 +86,12 @@ class MethodSetup:
     modalities: list[Modality]    # what the run trains on
     epochs: int                   # ``train.epochs``: a stage's length unless the method sets its own
     ids_per_batch: int            # ``train.ids_per_batch`` (P), for methods that split a batch's identities
+    images_per_id: int = 1        # ``train.images_per_id`` (K per modality): a batch is P × K × modalities images
 
     @classmethod
     def of(cls, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> "MethodSetup":
         return cls(cfg.model, cfg.loss, dict(cfg.method.options), num_classes, list(modalities),
-                   cfg.train.epochs, cfg.train.ids_per_batch)
+                   cfg.train.epochs, cfg.train.ids_per_batch, cfg.train.images_per_id)
 
 
 class Embed(Protocol):

@@ -8,7 +8,8 @@ both modalities. The specific branch's map goes through the
 IN-guided purifier (``models/purifier.py``); both maps are GeM-pooled (p = 3) and get
 their own BNNeck (bias frozen at 0, weight 1 as released) and bias-free classifier.
 
-Losses (``alignment_losses.py``; weights are options, never keyed to the batch size):
+Losses (``alignment_losses.py``; the TGSA and CSA weights follow the released code's rule
+keyed to the batch size, :func:`released_weights`, unless given as options):
 CE on both branches and batch-hard triplet (``loss.triplet_margin``, 1.3) on both pre-BN
 features; modality discriminator on the specific BN feature (true labels) and confuser
 on the shared BN feature (fixed pseudo labels, no gradient reversal); purifier losses
@@ -23,6 +24,7 @@ row r show the same identity, each identity in a run of K rows; anything else is
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +43,25 @@ from crossreid.models import BNNeck, GeM
 from crossreid.models.purifier import InstanceNormPurifier, ModalityClassifier
 
 
+# The released code's loss weights, chosen by comparing the batch size with a hard-coded 120
+# (``feat.size(0) == 120`` in models/baseline.py): its SYSU-MM01 / LLCM batch, then any other.
+RELEASED_BATCH = 120
+RELEASED_WEIGHTS = {
+    True: {"tgsa_intra_weight": 1.0, "tgsa_inter_weight": 0.6, "tgsa_mixed_terms": True, "csa_inter_weight": 0.8},
+    False: {"tgsa_intra_weight": 0.1, "tgsa_inter_weight": 0.1, "tgsa_mixed_terms": False, "csa_inter_weight": 0.3},
+}
+
+
+def released_weights(batch_size: int) -> dict:
+    """The TGSA / CSA weights the released code uses at ``batch_size`` images a step: at 120, TGSA
+    intra (three terms) + 0.6 inter and CSA inter 0.8; otherwise 0.1 × (TGSA's first intra term +
+    inter), the two mixed terms off, and CSA inter 0.3."""
+    return dict(RELEASED_WEIGHTS[batch_size == RELEASED_BATCH])
+
+
 class Options(BaseModel):
-    """Defaults: the released SYSU-MM01 / LLCM settings (batch 12 ids x (5 V + 5 IR))."""
+    """Defaults: the released settings; the four weights left unset (None) follow the released
+    batch-size rule (:func:`released_weights`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,13 +70,13 @@ class Options(BaseModel):
     purifier_margin: float = 0.0                             # margin of both purifier hinges
     modality_losses: bool = True                             # discriminator (specific) + confuser (shared)
     tgsa: bool = True                                        # released: on for SYSU/LLCM, off for RegDB
-    tgsa_intra_weight: float = Field(1.0, ge=0)              # visible vs IR graphs of the shared space
-    tgsa_inter_weight: float = Field(0.6, ge=0)              # specific -> shared graphs per modality
-    tgsa_mixed_terms: bool = True                            # the two terms with the mixed half-V/half-IR set
+    tgsa_intra_weight: Optional[float] = Field(None, ge=0)   # visible vs IR graphs of the shared space
+    tgsa_inter_weight: Optional[float] = Field(None, ge=0)   # specific -> shared graphs per modality
+    tgsa_mixed_terms: Optional[bool] = None                  # the two terms with the mixed half-V/half-IR set
     csa_sample: bool = True                                  # CSA on the logits ("bg_kl")
     csa_set: bool = True                                     # CSA on the set-level logits ("sm_kl")
     csa_intra_weight: float = Field(1.0, ge=0)
-    csa_inter_weight: float = Field(0.8, ge=0)               # released: 0.8 at batch 120, 0.3 otherwise
+    csa_inter_weight: Optional[float] = Field(None, ge=0)    # released: 0.8 at batch 120, 0.3 otherwise
     normalize: bool = True                                   # L2-normalise test features (released: SYSU only)
 
 
@@ -90,6 +109,9 @@ class IDKL(Method):
             raise UserError(f"method.options.tgsa=true splits the batch's identities in half, but "
                             f"train.ids_per_batch={setup.ids_per_batch} is odd; use an even number "
                             "(released: 12) or set method.options.tgsa=false")
+        batch = setup.ids_per_batch * setup.images_per_id * len(modalities)
+        # The weights in force: each option given, else the released rule at this run's batch size.
+        self.weights = {k: v if getattr(o, k) is None else getattr(o, k) for k, v in released_weights(batch).items()}
         trunk = build_net(m, num_classes).backbone     # loads model.pretrained once
         specific = copy.deepcopy(trunk).keep_stages("layer3", "layer4")
         self.backbone = nn.ModuleDict({"shared": trunk, "specific": specific})
@@ -121,8 +143,7 @@ class IDKL(Method):
         return F.normalize(feature, dim=1) if self.options.normalize else feature
 
     def retrieval_settings(self) -> dict:
-        return {"feature": "BN of the shared branch's GeM feature", "l2_normalised": self.options.normalize,
-                "re_ranking": False}
+        return {"feature": "BN of the shared branch's GeM feature", "l2_normalised": self.options.normalize}
 
     def forward_train(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every training tensor: maps, pooled and BN features, logits (and purifier maps)."""
@@ -176,13 +197,14 @@ class IDKL(Method):
             terms.add("purifier_entropy", entropy_margin_loss(logits, masked, o.purifier_margin), o.purifier_weight)
             terms.add("purifier_centroid", modality_centroid_hinge(
                 self.pool(out["z"]), self.pool(out["z_masked"]), y, infrared, o.purifier_margin), o.purifier_weight)
+        w = self.weights
         if o.tgsa:  # distance graphs of the pre-BN features
             intra, inter = modality_and_branch_terms(graph_kl, f_sh[vis], f_sh[ir], f_sp[vis], f_sp[ir])
-            if o.tgsa_mixed_terms:  # the first half of the identities' visible rows, then their IR rows
+            if w["tgsa_mixed_terms"]:  # the first half of the identities' visible rows, then their IR rows
                 mixed = torch.cat([f_sh[vis][: batch.rows // 2], f_sh[ir][: batch.rows // 2]])
                 intra = intra + graph_kl(f_sh[vis], mixed) + graph_kl(mixed, f_sh[ir])
-            terms.add("tgsa_intra", intra, o.tgsa_intra_weight)
-            terms.add("tgsa_inter", inter, o.tgsa_inter_weight)
+            terms.add("tgsa_intra", intra, w["tgsa_intra_weight"])
+            terms.add("tgsa_inter", inter, w["tgsa_inter_weight"])
         logit_blocks = (z_sh[vis], z_sh[ir], z_sp[vis], z_sp[ir])
         csa = {"csa": logit_blocks if o.csa_sample else None,
                "csa_set": [set_level_logits(z, k) for z in logit_blocks] if o.csa_set else None}
@@ -190,5 +212,5 @@ class IDKL(Method):
             if blocks is not None:
                 intra, inter = modality_and_branch_terms(symmetric_kl, *blocks)
                 terms.add(f"{name}_intra", intra, o.csa_intra_weight)
-                terms.add(f"{name}_inter", inter, o.csa_inter_weight)
+                terms.add(f"{name}_inter", inter, w["csa_inter_weight"])
         return terms.output()

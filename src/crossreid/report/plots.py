@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-from crossreid.data.pipeline import ImageStore
 
 
 def png_bytes(fig) -> bytes:
@@ -38,19 +38,19 @@ def cmc_plot(curves: dict[str, np.ndarray], title: str) -> bytes:
     return data
 
 
-def _thumb(store: ImageStore, index: int, border: tuple[int, int, int] | None) -> Image.Image:
-    arr = (store.get(index).float().expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).clip(0, 255)
+def _thumb(image: torch.Tensor, border: tuple[int, int, int] | None) -> Image.Image:
+    """A C×H×W image in [0, 1] (1 or 3 channels) as an RGB picture, framed in ``border``."""
+    arr = (image.float().expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).clip(0, 255)
     img = Image.fromarray(arr.astype(np.uint8))
     if border is not None:
         ImageDraw.Draw(img).rectangle([0, 0, img.width - 1, img.height - 1], outline=border, width=3)
     return img
 
 
-def ranked_strip(query_store: ImageStore, query: int, gallery_store: ImageStore,
-                 ranked: list[tuple[int, bool]]) -> bytes:
-    """The query, a gap, then its top-k gallery images framed green (same id) or red."""
-    q = _thumb(query_store, query, (60, 60, 220))
-    thumbs = [_thumb(gallery_store, g, (30, 170, 60) if ok else (210, 40, 40)) for g, ok in ranked]
+def ranked_strip(query: torch.Tensor, ranked: list[tuple[torch.Tensor, bool]]) -> bytes:
+    """The query image, a gap, then its top-k gallery images framed green (same id) or red."""
+    q = _thumb(query, (60, 60, 220))
+    thumbs = [_thumb(g, (30, 170, 60) if ok else (210, 40, 40)) for g, ok in ranked]
     w, h, gap = q.width, q.height, 4
     strip = Image.new("RGB", (w * (len(thumbs) + 1) + gap * (len(thumbs) + 2) + 8, h), "white")
     strip.paste(q, (0, 0))

@@ -1,13 +1,13 @@
-"""A trained run as an embedder: ``crossreid.load_run(RUN).embed(images, modality)``.
+"""A trained run as an embedder: ``crossreid.load_run(RUN, device=...).embed(images, modality)``.
 
 Images go through the run's own input path (decode, modality encoding, resize,
 ImageNet normalisation: :mod:`crossreid.data.images` and :mod:`crossreid.data.pipeline`),
-so features equal those evaluation computes for the same files.
+so features equal those evaluation computes for the same files. The network runs on the
+run's device under its ``amp`` (:mod:`crossreid.device`); features come back as float32.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from crossreid import distributed as D
 from crossreid.data.images import decode_image, modality_contradiction, open_image
 from crossreid.data.pipeline import ImageStore, normalize, resize_decoded
 from crossreid.data.samples import Sample
+from crossreid.device import check_amp, inference, resolve_device
 from crossreid.errors import UserError
 from crossreid.io import file_sha256
 from crossreid.modality import Modality
@@ -26,14 +28,17 @@ ASPECT_TOLERANCE = 2.0  # an image whose h/w differs more than this factor from 
 
 
 class Embedder:
-    """The selected model of a run folder, in eval mode, with its preprocessing."""
+    """The selected model of a run folder, in eval mode, with its preprocessing, on ``device``
+    (``cpu``, ``cuda``, ``cuda:N``; default: CUDA when available) under ``amp``
+    (:data:`crossreid.device.AMP_MODES`; ``auto``: bfloat16 autocast on a GPU, float32 on the CPU)."""
 
-    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str | torch.device | None = None, amp: str = "auto"):
         from crossreid.engine.runs import load_run as open_run
 
+        self.device = resolve_device(device)
+        self.amp = check_amp(amp)
         self.run_dir = Path(run_dir)
         self.cfg, self.method = open_run(self.run_dir)
-        self.device = torch.device(device)
         self.method.to(self.device)
         self.height, self.width = self.cfg.data.height, self.cfg.data.width
         self.depth_encoding = self.cfg.data.depth_encoding  # the run's own depth input
@@ -107,7 +112,6 @@ class Embedder:
         return normalize(torch.stack([p.float().expand(3, -1, -1) for p in planes]))
 
     # ------------------------------------------------------------------ embedding
-    @torch.no_grad()
     def embed(self, images, modality: Modality | str, batch_size: int = 64) -> np.ndarray:
         """float32 features, one row per image: ``images`` is one path / PIL image / array or a list of them
         (arrays: RGB H×W×3 uint8, IR H×W uint8, depth H×W millimetres)."""
@@ -115,15 +119,16 @@ class Embedder:
             images = [images]  # one image; several go in a list
         images = list(images)
         out = []
-        for s in range(0, len(images), batch_size):
-            batch = self.preprocess(images[s:s + batch_size], modality).to(self.device)
-            out.append(self.method.embed(batch, Modality.parse(modality)).float().cpu().numpy())
+        with inference(self.device, self.amp, batch_size):
+            for s in range(0, len(images), batch_size):
+                batch = self.preprocess(images[s:s + batch_size], modality).to(self.device)
+                out.append(self.method.embed(batch, Modality.parse(modality)).float().cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
 
-    @torch.no_grad()
     def embed_samples(self, samples: Sequence[Sample], batch_size: int = 64, progress: bool = False,
-                      bf16: bool = False, channels_last: bool = False) -> np.ndarray:
-        """Features of image files (``Sample``s), through the evaluation extractor."""
+                      channels_last: bool = False, dist: D.Dist = D.Dist()) -> np.ndarray:
+        """Features of image files (``Sample``s), through the evaluation extractor (under torchrun,
+        ``dist``: each rank embeds its share and every rank gets all the rows)."""
         from crossreid.retrieval.extract import extract_features
 
         for m in {s.modality for s in samples}:
@@ -131,15 +136,14 @@ class Embedder:
         store = ImageStore.for_data(samples, self.cfg.data, cache=False)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
-        with autocast:
-            return extract_features(self.method, store, range(len(samples)), batch_size, self.device,
-                                    progress=progress, channels_last=channels_last)
+        return extract_features(self.method, store, range(len(samples)), batch_size, self.device,
+                                progress=progress, channels_last=channels_last, amp=self.amp, dist=dist)
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> Embedder:
-    """Open a trained run folder (the ``--out`` of ``crossreid train``) for embedding."""
-    return Embedder(run, device)
+def load_run(run: str | Path, device: str | torch.device | None = None, amp: str = "auto") -> Embedder:
+    """Open a trained run folder (the ``--out`` of ``crossreid train``) for embedding on ``device``
+    (default: CUDA when available, else the CPU) under ``amp`` (see :class:`Embedder`)."""
+    return Embedder(run, device, amp)
 
 
 def as_samples(paths: Iterable[str | Path], modality: Modality | str) -> list[Sample]:

@@ -2,15 +2,17 @@
 
 The ONNX input ``images`` is the normalised B×3×H×W float32 batch that
 ``Embedder.preprocess`` gives (resize, modality encoding, ImageNet mean/std); the output
-``features`` is what ``embed`` returns. The batch axis is dynamic. After export the
-model runs in ONNX Runtime on real images and must match PyTorch (max abs difference
-relative to the feature scale ≤ ``rtol``, every cosine ≥ ``min_cosine``); a failed
-check is an error and no file is left. Opset, versions, preprocessing and the check's
-figures go into the model's metadata and a ``.json`` beside it.
+``features`` is what ``embed`` returns. The batch axis is dynamic. The graph is traced on
+the CPU. After export the model runs in ONNX Runtime on real images and must match PyTorch
+on ``device`` in float32 (on a GPU with TF32 off; max abs difference relative to the
+feature scale ≤ ``rtol``, every cosine ≥ ``min_cosine``); a failed check is an error and
+no file is left. Opset, versions, preprocessing, the check's figures and the device it ran
+on go into the model's metadata and a ``.json`` beside it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +23,7 @@ from torch import nn
 
 from crossreid import __version__
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from crossreid.device import inference
 from crossreid.errors import UserError
 from crossreid.io import atomic_path, write_json
 from crossreid.modality import Modality
@@ -77,20 +80,22 @@ def output_paths(out: Path, modalities: Sequence[Modality]) -> dict[Modality, Pa
 
 def export_onnx(run: str | Path, out: str | Path, modalities: Sequence[str] = (), images: str | None = None,
                 opset: int = DEFAULT_OPSET, count: int = 16, rtol: float = 1e-4, min_cosine: float = 0.99999,
-                log=print) -> dict:
-    """Export and check each modality's embedder; returns the records written beside the models."""
+                log=print, device=None) -> dict:
+    """Export and check each modality's embedder, the check's PyTorch side on ``device`` (default:
+    CUDA when available); returns the records written beside the models."""
     onnx, ort = _onnx_modules()
     from crossreid.retrieval.embedder import load_run
 
-    embedder = load_run(run)
+    embedder = load_run(run, device, amp="off")
+    cpu_method = embedder.method if embedder.device.type == "cpu" else copy.deepcopy(embedder.method).cpu()
     mods = [embedder.method.check_modality(m) for m in modalities] or embedder.modalities
     records = {}
     for m, path in output_paths(Path(out), mods).items():
         files = parity_images(embedder, m, images, count)
         x = embedder.preprocess(files, m)
-        module = ModalityEmbedder(embedder.method, m).eval()
-        with torch.no_grad():
-            expected = module(x).float().numpy()
+        with inference(embedder.device, "off", len(files)):
+            expected = ModalityEmbedder(embedder.method, m)(x.to(embedder.device)).float().cpu().numpy()
+        module = ModalityEmbedder(cpu_method, m).eval()
         with atomic_path(path) as tmp:
             torch.onnx.export(module, (x[:2],), str(tmp), input_names=["images"], output_names=["features"],
                               dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
@@ -108,7 +113,7 @@ def export_onnx(run: str | Path, out: str | Path, modalities: Sequence[str] = ()
                                         "std": IMAGENET_STD, "encoding": "crossreid.data.pipeline.load_resized"},
                       "parity": {"images": len(files), "max_abs_diff": max_abs, "relative": max_abs / scale,
                                  "min_cosine": float(cos.min())},
-                      "model": embedder.identity(expected.shape[1]),
+                      "model": embedder.identity(expected.shape[1]), "checked_on": str(embedder.device),
                       "versions": {"crossreid": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                                    "onnxruntime": ort.__version__}}
             log(f"{m}: {path} · parity on {len(files)} images: max abs diff {max_abs:.2e} "

@@ -14,12 +14,13 @@ from crossreid.retrieval.search import Queries
 
 
 def queries_from_images(index, images: Sequence[str], modality: str, run: str, camera: int | None = None,
-                        frame: str | None = None, pid: int | None = None) -> Queries:
-    """Embed query images with ``run`` after checking that the index was built with the same model;
-    ``camera``, ``frame`` and ``pid`` (person id) are those of every image, when known."""
+                        frame: str | None = None, pid: int | None = None, device=None, amp: str = "auto") -> Queries:
+    """Embed query images with ``run`` (on ``device`` under ``amp``, :mod:`crossreid.device`) after checking
+    that the index was built with the same model; ``camera``, ``frame`` and ``pid`` (person id) are those
+    of every image, when known."""
     from crossreid.retrieval.embedder import load_run
 
-    embedder = load_run(run)
+    embedder = load_run(run, device, amp)
     index.check_model({"run": str(Path(run).resolve()), "weights_sha256": embedder.weights_id}, f"run {run}")
     m = embedder.method.check_modality(modality)
     for img in images:
