@@ -1,6 +1,7 @@
 """Augmentation switches by their effect on pixels: flip mirrors rows, pad shifts them inside a zero
 border, random erasing fills one rectangle with the mean, grayscale turns colour rows grey; each switch
-off leaves the batch untouched. Then the same switches from a run config through the trainer's batch."""
+off leaves the batch untouched. Then the same switches from a run config through the trainer's batch, and
+the depth encodings' edge cases by their numbers."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from crossreid.config import load_config
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
+from crossreid.data.images import DEPTH_FAR_MM, DEPTH_NEAR_MM, depth_to_unit, encode_depth
 from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import Trainer
 from crossreid.modality import Modality
@@ -141,3 +143,20 @@ def test_each_train_switch_reaches_the_batch(tiny_root, tmp_path, switch):
         assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-5) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-5)
         assert all(close[6:]) and not all(close[:6])
     assert np.isfinite(made.images.numpy()).all()
+
+
+# The depth encodings' edge cases (found by mutation testing): readings outside the sensor range, a
+# reading of 1 mm, integer millimetres.
+def test_global_encoding_clips_to_the_sensor_range_and_keeps_only_zero_as_no_reading():
+    mm = np.array([0.0, 1.0, 300.0, DEPTH_NEAR_MM, 2375.0, DEPTH_FAR_MM, 9000.0])
+    # (8000 - clip(d, 500, 8000)) / 7500; 0 = no reading
+    expected = [0.0, 1.0, 1.0, 1.0, 0.75, 0.0, 0.0]
+    assert depth_to_unit(mm).tolist() == expected
+    assert encode_depth(mm.reshape(1, -1), "global")[0, 0].tolist() == expected
+
+
+def test_integer_millimetres_give_float32():
+    mm = np.array([[0, 500, 2375, 8000]], dtype=np.uint16)
+    unit = depth_to_unit(mm)
+    assert unit.dtype == np.float32 and unit.tolist() == [[0.0, 1.0, 0.75, 0.0]]
+    assert encode_depth(mm, "global").dtype == np.float32
