@@ -99,3 +99,44 @@ def test_an_unknown_distance_is_an_error_not_euclidean():
         k_reciprocal_rerank(q, g, metric="cosin")
     with pytest.raises(ValueError, match="unknown distance"):
         Rerank()(q, g, "manhattan")
+
+
+def test_zhongs_defaults_k1_20_k2_6_lambda_0_3():
+    rng = np.random.default_rng(5)
+    q, g = clustered(rng, 10, ids=4), clustered(rng, 40, ids=4)   # 50 points: k1 = 20 and 21 differ
+    paper = k_reciprocal_dense(q, g, 20, 6, 0.3)
+    np.testing.assert_allclose(k_reciprocal_dense(q, g), paper, atol=1e-6)
+    np.testing.assert_allclose(k_reciprocal_rerank(q, g), paper, atol=1e-5)
+    for other in ((21, 6, 0.3), (20, 7, 0.3), (20, 6, 0.4)):         # and the data tells each one apart
+        assert np.abs(k_reciprocal_dense(q, g, *other) - paper).max() > 1e-4
+
+
+@pytest.mark.parametrize("rerank", [k_reciprocal_rerank, k_reciprocal_dense])
+def test_float64_features_rerank_bit_for_bit_as_float32(rerank):
+    rng = np.random.default_rng(6)
+    q, g = clustered(rng, 7), clustered(rng, 25)
+    q64, g64 = q.astype(np.float64) + 1e-9, g.astype(np.float64) - 1e-9   # rounds back to the same float32
+    single = rerank(q, g, 5, 2, 0.3)
+    assert single.dtype == np.float32 and single.shape == (7, 25)
+    double = rerank(q64, g64, 5, 2, 0.3)
+    assert double.dtype == np.float32
+    np.testing.assert_array_equal(double, single)
+
+
+@pytest.mark.parametrize("q_shape, g_shape", [((3, 4), (5, 6)), ((3, 4), (5,)), ((4,), (5, 4))])
+def test_features_must_be_2d_with_equal_dims(q_shape, g_shape):
+    with pytest.raises(ValueError, match="must be 2-D with equal dims"):
+        k_reciprocal_rerank(np.ones(q_shape, np.float32), np.ones(g_shape, np.float32))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pair_distances_in_any_chunking_equal_the_dense_matrix(metric):
+    import torch
+
+    x = torch.from_numpy(clustered(np.random.default_rng(8), 12))
+    rows, cols = np.array([3, 0, 7, 11, 5, 5, 2]), np.array([1, 9, 7, 0, 2, 10, 4])
+    xn = x / x.norm(dim=1, keepdim=True)
+    full = ((1 - xn @ xn.T) ** 2 if metric == "cosine" else torch.cdist(x, x) ** 2).numpy()
+    for chunk in (1, 3, 1 << 15):
+        got = rerank_module._pair_sq_distances(x, rows, cols, metric, chunk=chunk)
+        np.testing.assert_allclose(got, full[rows, cols], rtol=1e-5, atol=1e-5)

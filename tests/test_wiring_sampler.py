@@ -5,6 +5,7 @@ most once per pass, modalities truncated to the shortest, chunks of K), each aga
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crossreid.data.samplers import CrossModalIdentitySampler
@@ -162,3 +163,12 @@ def test_the_draw_of_a_seed_is_pinned():
     two_passes.set_epoch(1)
     assert list(two_passes.global_batches()) == expected["pass"] + [[2, 1, 12, 14, 4, 3, 17, 16],
                                                                      [20, 19, 7, 8, 22, 23, 11, 10]]
+
+
+def test_each_further_pass_draws_afresh_from_its_own_seed():
+    samples = pool({pid: (3, 3) for pid in range(4)})            # 2 batches per pass
+    sampler = CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, seed=11, draw="pass", iterations=5)
+    sampler.set_epoch(1)
+    passes = [sampler._pass(np.random.default_rng([11, 1, n])) for n in range(3)]
+    assert [len(p) for p in passes] == [2, 2, 2] and passes[1] != passes[2]
+    assert list(sampler.global_batches()) == (passes[0] + passes[1] + passes[2])[:5]
