@@ -122,3 +122,30 @@ def test_each_baseline_optimises_the_configured_terms(name, extra, metric):
     assert terms["id"].item() == pytest.approx(ce, rel=1e-4)
     assert terms[metric].item() == pytest.approx(ref, rel=1e-4)
     assert terms["loss"].item() == pytest.approx(0.6 * ce + 1.7 * ref, rel=1e-4)
+
+
+def test_released_softmax_by_hand():
+    """AGW's softmax_weights: exp(x - m)·mask / (Σ exp(x - m)·mask + 1e-6), m = row max of x·mask."""
+    from crossreid.losses import released_softmax
+
+    x = [[0.0, 1.0, 2.0], [10.0, 20.0, 30.0], [-20.0, -21.0, -22.0], [-20.0, -21.0, 5.0]]
+    mask = [[1, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 0]]     # rows: shift 1, 30, -20 and 0 (a masked entry)
+    expected = []
+    for row, keep in zip(x, mask):
+        m = max(v * k for v, k in zip(row, keep))
+        e = [math.exp(v - m) * k for v, k in zip(row, keep)]
+        expected.append([v / (sum(e) + 1e-6) for v in e])
+    got = released_softmax(torch.tensor(x, dtype=torch.float64), torch.tensor(mask, dtype=torch.bool))
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-9, atol=1e-15)
+    assert sum(expected[3]) < 0.01                           # all far: the 1e-6 damps the weights
+
+
+@pytest.mark.parametrize("softmax", ["exact", "released"])
+def test_agws_wrt_softmax_option_reaches_its_loss(softmax):
+    cfg = load_config(None, ["model.arch=resnet18", "model.base_width=16", "method.name=agw",
+                             f"method.options.wrt_softmax={softmax}"])
+    method = build_method(cfg, 3, [RGB, DEPTH])
+    # negatives 19.5-20.5 apart: Σexp(-d) ≈ 1e-8, so the released weights sum to ~1 %
+    x, labels = torch.tensor([[0.0], [0.5], [20.0], [20.5]]), torch.tensor([0, 0, 1, 1])
+    loss = method.wrt(x, labels).item()
+    assert loss == pytest.approx(wrt(x, labels), abs=1e-6) if softmax == "exact" else loss > 0.3
