@@ -1,6 +1,6 @@
 """The ``loss`` section by its numbers: label smoothing, the id and triplet weights and the margin
-reach each baseline's optimised terms. References are written out here (loops over the batch), and
-every term is recomputed from the head outputs of the same forward pass."""
+reach each baseline's optimised terms, and AGW's ``wrt_softmax`` its loss. References are written out
+here (loops over the batch), and every term is recomputed from the head outputs of the same forward pass."""
 
 import math
 
