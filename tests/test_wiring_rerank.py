@@ -140,3 +140,15 @@ def test_pair_distances_in_any_chunking_equal_the_dense_matrix(metric):
     for chunk in (1, 3, 1 << 15):
         got = rerank_module._pair_sq_distances(x, rows, cols, metric, chunk=chunk)
         np.testing.assert_allclose(got, full[rows, cols], rtol=1e-5, atol=1e-5)
+
+
+def test_jaccard_distances_in_any_chunking_are_the_same():
+    """Large galleries split the queries into chunks; the last one is partial."""
+    rng = np.random.default_rng(9)
+    q, g = clustered(rng, 7), clustered(rng, 20)
+    x = rerank_module._all_features(q, g)
+    rank, col_max = rerank_module._neighbours(x, 6, "euclidean", 64)
+    v = rerank_module._encodings(x, rank, np.where(col_max > 0, col_max, 1.0), 5, 2, "euclidean")
+    whole = rerank_module._jaccard(v, 7, 64)
+    for chunk in (1, 3, 5):
+        np.testing.assert_array_equal(rerank_module._jaccard(v, 7, chunk), whole)
