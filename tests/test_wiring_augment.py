@@ -9,7 +9,8 @@ import torch
 
 from crossreid.config import load_config
 from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
-from crossreid.data.images import DEPTH_FAR_MM, DEPTH_NEAR_MM, depth_to_unit, encode_depth
+from crossreid.data.images import (DEPTH_FAR_MM, DEPTH_NEAR_MM, depth_channels, depth_to_unit, encode_depth,
+                                    person_depth_mm)
 from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import Trainer
 from crossreid.modality import Modality
@@ -160,3 +161,42 @@ def test_integer_millimetres_give_float32():
     unit = depth_to_unit(mm)
     assert unit.dtype == np.float32 and unit.tolist() == [[0.0, 1.0, 0.75, 0.0]]
     assert encode_depth(mm, "global").dtype == np.float32
+
+
+def naive_gradient(d, mask, axis):
+    """Per pixel along ``axis``: central difference between valid neighbours, else one-sided, else 0."""
+    d, mask = np.moveaxis(d, axis, 0), np.moveaxis(mask, axis, 0)
+    g = np.zeros_like(d)
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            before = i > 0 and mask[i - 1, j]
+            after = i + 1 < d.shape[0] and mask[i + 1, j]
+            if before and after:
+                g[i, j] = (d[i + 1, j] - d[i - 1, j]) / 2
+            elif after:
+                g[i, j] = d[i + 1, j] - d[i, j]
+            elif before:
+                g[i, j] = d[i, j] - d[i - 1, j]
+    return np.moveaxis(g, 0, axis)
+
+
+def test_normals_encoding_equals_the_gradients_between_valid_neighbours():
+    rng = np.random.default_rng(0)
+    h, w = 16, 8
+    mm = 3000.0 + 40.0 * np.arange(w)[None, :] + 15.0 * np.arange(h)[:, None] ** 1.5 + rng.normal(0, 5, (h, w))
+    mm[5, 3] = mm[9, 5] = 0.0                     # holes: their neighbours fall back to one-sided differences
+    mm[12:, :2] = 5000.0                           # a wall beyond the relief window: masked out
+    mm = mm.astype(np.float32)
+    channels = depth_channels("normals")
+    out = encode_depth(mm, "normals")
+    assert out.shape == (channels, h, w) == (3, h, w) and out.dtype == np.float32
+    assert encode_depth(mm, "relative").shape == (depth_channels("relative"), h, w) == (1, h, w)
+    ref = person_depth_mm(mm)
+    mask = (mm > 0) & (np.abs(mm - ref) <= 600.0)
+    pixel = 2000.0 / h
+    gy, gx = naive_gradient(mm, mask, 0) / pixel, naive_gradient(mm, mask, 1) / pixel
+    n = np.stack([-gx, -gy, np.ones_like(mm)])
+    n = n / np.sqrt((n ** 2).sum(0))
+    expected = np.where(mask, (n + 1) / 2, 0.0)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert not mask[12:, :2].any() and mask.sum() == h * w - 2 - 8

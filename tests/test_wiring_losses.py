@@ -149,3 +149,15 @@ def test_agws_wrt_softmax_option_reaches_its_loss(softmax):
     x, labels = torch.tensor([[0.0], [0.5], [20.0], [20.5]]), torch.tensor([0, 0, 1, 1])
     loss = method.wrt(x, labels).item()
     assert loss == pytest.approx(wrt(x, labels), abs=1e-6) if softmax == "exact" else loss > 0.3
+
+
+def test_pairwise_euclidean_between_two_sets_and_the_default_margin():
+    from crossreid.losses import BatchHardTriplet, pairwise_euclidean
+
+    x, y = torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 1.0], [6.0, 8.0], [3.0, 0.0]])
+    torch.testing.assert_close(pairwise_euclidean(x, y), torch.tensor([[1.0, 10.0, 3.0], [math.sqrt(18), 5.0, 4.0]]))
+    # the class default is the config's default margin, 0.3: on a line, d_ap = 1 for every anchor and
+    # d_an = 2.2, 1.2, 1.2, 2.2: relu(1 - d_an + 0.3) = 0, 0.1, 0.1, 0
+    points, labels = torch.tensor([[0.0], [1.0], [2.2], [3.2]]), torch.tensor([0, 0, 1, 1])
+    assert BatchHardTriplet()(points, labels).item() == pytest.approx(0.05, abs=1e-6)
+    assert LossConfig().triplet_margin == 0.3
