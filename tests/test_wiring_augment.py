@@ -199,4 +199,5 @@ def test_normals_encoding_equals_the_gradients_between_valid_neighbours():
     n = n / np.sqrt((n ** 2).sum(0))
     expected = np.where(mask, (n + 1) / 2, 0.0)
     np.testing.assert_allclose(out, expected, atol=1e-6)
-    assert not mask[12:, :2].any() and mask.sum() == h * w - 2 - 8
+    # the holes, the wall and the far end of the ramp (beyond 600 mm of the person) are masked out
+    assert not (mask[5, 3] or mask[9, 5] or mask[12:, :2].any()) and 0.5 * h * w < mask.sum() < h * w - 10
