@@ -152,3 +152,17 @@ def test_jaccard_distances_in_any_chunking_are_the_same():
     whole = rerank_module._jaccard(v, 7, 64)
     for chunk in (1, 3, 5):
         np.testing.assert_array_equal(rerank_module._jaccard(v, 7, chunk), whole)
+
+
+def test_one_query_empty_sets_small_features_and_query_chunks():
+    rng = np.random.default_rng(10)
+    q, g = clustered(rng, 9) * 0.05, clustered(rng, 30) * 0.05   # every squared distance below 1
+    dense = k_reciprocal_dense(q, g, 6, 3, 0.3)
+    for chunk in (4, 1024):                                       # 9 queries: chunks of 4, 4, 1
+        np.testing.assert_allclose(k_reciprocal_rerank(q, g, 6, 3, 0.3, chunk=chunk), dense, atol=1e-5)
+    one = k_reciprocal_rerank(q[:1], g, 6, 3, 0.3)
+    np.testing.assert_allclose(one, k_reciprocal_dense(q[:1], g, 6, 3, 0.3), atol=1e-5)
+    assert one.min() > 0
+    for qq, gg, shape in ((q[:0], g, (0, 30)), (q, g[:0], (9, 0))):
+        out = k_reciprocal_rerank(qq, gg)
+        assert out.shape == shape and out.dtype == np.float32
