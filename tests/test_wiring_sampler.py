@@ -172,3 +172,11 @@ def test_each_further_pass_draws_afresh_from_its_own_seed():
     passes = [sampler._pass(np.random.default_rng([11, 1, n])) for n in range(3)]
     assert [len(p) for p in passes] == [2, 2, 2] and passes[1] != passes[2]
     assert list(sampler.global_batches()) == (passes[0] + passes[1] + passes[2])[:5]
+
+
+def test_the_pass_draw_refuses_paired_sampling():
+    from crossreid.errors import UserError
+
+    samples = pool({pid: (3, 3) for pid in range(4)})
+    with pytest.raises(UserError, match="cannot draw co-registered pairs"):
+        CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, paired=True, draw="pass")
