@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from PIL import Image
 
 torch.set_num_threads(1)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The real split files beside the checkout; CROSSREID_SHARED points elsewhere (the mutation run's copy of
+# the tests lives one folder deeper, docs/testing.md).
+SHARED = Path(os.environ.get("CROSSREID_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
 def write_tiny_dataset(root: Path, ids: int = 6, frames: int = 3, size=(32, 16), seed: int = 0) -> Path:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from crossreid.errors import UserError
-from crossreid.evaluation.distance import pairwise_distance
+from crossreid.evaluation.distance import check_metric, pairwise_distance
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,7 @@ def k_reciprocal_rerank(query, gallery, k1: int = 20, k2: int = 6, lambda_value:
     Equal (to float rounding) to :func:`k_reciprocal_dense` on the same features; memory
     is O((Q+G)·k1²) plus the result, never (Q+G)².
     """
+    check_metric(metric)  # any other name would silently score as Euclidean below
     x = _all_features(query, gallery)
     nq, n = len(query), len(x)
     if nq == 0 or n == nq:
