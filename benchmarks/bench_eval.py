@@ -16,13 +16,12 @@ import tracemalloc
 
 import numpy as np
 import torch
+from common import DOC, arguments  # benchmarks/common.py
 
 from crossreid.evaluation.distance import pairwise_distance
 from crossreid.evaluation.metrics import NO_EXCLUSION, SAME_ID_AND_CAMERA, SYSU_LOCATION, compute_metrics
 from crossreid.evaluation.reference import reference_metrics
 from crossreid.io import write_marked_section
-
-from common import DOC, arguments  # benchmarks/common.py
 
 
 def market(rng):
@@ -126,9 +125,12 @@ def table(rows, machine):
         "",
         "\"metrics\" columns start from the same precomputed float32 distance matrix; \"features → metrics\" "
         "computes distances chunk by chunk inside the evaluator, in float32 (`precision=\"float32\"`) or in float64 "
-        "(the default of protocol scoring); the loop column adds the time of the full float32 distance matrix. Extra memory is NumPy's peak allocation during the metric call, measured in a separate "
-        "untimed call (tracemalloc; the loop's on its first 256 queries; the input matrix itself, e.g. {:.0f} MB for Market size, is not counted). One untimed warm-up call of each "
-        "path on 64 queries precedes the timings (the first torch matmul of a process pays a one-off set-up). Values of both implementations are asserted equal in the run.".format(max(r["dist_mb"] for r in rows)),
+        "(the default of protocol scoring); the loop column adds the time of the full float32 distance matrix. "
+        "Extra memory is NumPy's peak allocation during the metric call, measured in a separate untimed call "
+        "(tracemalloc; the loop's on its first 256 queries; the input matrix itself, e.g. {:.0f} MB for Market "
+        "size, is not counted). One untimed warm-up call of each path on 64 queries precedes the timings (the "
+        "first torch matmul of a process pays a one-off set-up). Values of both implementations are asserted "
+        "equal in the run.".format(max(r["dist_mb"] for r in rows)),
     ]
     return "\n".join(lines)
 

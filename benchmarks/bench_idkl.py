@@ -18,14 +18,13 @@ import time
 
 import numpy as np
 import torch
+from common import DOC, arguments  # benchmarks/common.py
 
 from crossreid.config import load_config
 from crossreid.engine.trainer import learning_rates, make_optimizer
 from crossreid.io import write_marked_section
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
-
-from common import DOC, arguments  # benchmarks/common.py
 
 METHODS = {"agw": ["method.name=agw", "model.pooling=gem", "loss.label_smoothing=0"],
            "idkl": ["method.name=idkl", "model.pooling=gem", "loss.label_smoothing=0", "loss.triplet_margin=1.3"]}

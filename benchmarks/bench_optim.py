@@ -20,13 +20,12 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import DOC, arguments  # benchmarks/common.py
 
 from crossreid.config import load_config
 from crossreid.engine.trainer import make_optimizer
 from crossreid.io import write_marked_section
 from crossreid.models import build_model
-
-from common import DOC, arguments  # benchmarks/common.py
 
 OPTIMS = {"adam": ["optim.name=adam"], "sgd": ["optim.name=sgd", "optim.momentum=0.9", "optim.nesterov=true"]}
 # (arch, height, width, batch): the demo's training step (8 identities x 1 image x 3 modalities).

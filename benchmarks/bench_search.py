@@ -117,8 +117,8 @@ def approximate(kind: str, n: int, rows: list, options: dict) -> None:
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), exact.tolist())])
         mem = f"index {size / 1e9:.2f} GB" if size else f"peak RSS grew {grown:.1f} GB"
         fixed = ", ".join(f"{k}={val}" for k, val in params.items() if k not in ("build_s", name))
-        rows.append(f"| FAISS {kind} ({fixed}, {name}={v}) | {n:,} × {DIM} float32 | {1e3 * el:.2f} ms/query, recall@10 {recall:.3f} | "
-                    f"build {params['build_s']:.0f} s, {mem} |")
+        rows.append(f"| FAISS {kind} ({fixed}, {name}={v}) | {n:,} × {DIM} float32 | "
+                    f"{1e3 * el:.2f} ms/query, recall@10 {recall:.3f} | build {params['build_s']:.0f} s, {mem} |")
 
 
 def main() -> None:

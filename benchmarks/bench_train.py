@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import DOC, arguments  # benchmarks/common.py
 from PIL import Image
 
 from crossreid.config import load_config
@@ -32,8 +33,6 @@ from crossreid.data.pipeline import ImageStore
 from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import EpochPoint, Position, Trainer
 from crossreid.io import write_marked_section
-
-from common import DOC, arguments  # benchmarks/common.py
 
 METHODS = {"one_stream": [], "zero_padding": [], "two_stream": [], "agw": ["model.pooling=gem"],
            "cross_modal_distillation": ["model.head=embedding", "method.options.source=depth",

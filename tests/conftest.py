@@ -54,8 +54,9 @@ def write_tiny_dataset(root: Path, ids: int = 6, frames: int = 3, size=(32, 16),
 def no_network(monkeypatch, tmp_path_factory):
     """Tests never touch the network: torch hub's cache is a test folder, and a weights download
     from anywhere but loopback or a file:// URL fails the test that caused it."""
-    import torch.hub
     from urllib.parse import urlparse
+
+    import torch.hub
 
     download = torch.hub.download_url_to_file
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import SHARED
+from PIL import Image
 
 DATA = SHARED / "data"
 SYSU = DATA / "sysu_mm01"

@@ -153,7 +153,8 @@ def test_global_scope_with_sync_bn_equals_one_process(tmp_path, alone):
                 gap = float((got["grads"][n] - g).norm() / g.norm().clamp_min(1e-12))
                 assert gap < 1e-4 or g.norm() < 1e-6, (name, n, gap)   # (a bias before a BatchNorm gets ~0)
             for n, b in one["buffers"].items():
-                torch.testing.assert_close(got["buffers"][n], b, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name} {n}: {m}")
+                torch.testing.assert_close(got["buffers"][n], b, rtol=1e-4, atol=1e-6,
+                                           msg=lambda m, name=name, n=n: f"{name} {n}: {m}")
 
 
 def test_per_rank_scope_sees_each_process_share_only(tmp_path, alone):

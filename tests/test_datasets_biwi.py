@@ -8,16 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import BIWI_FRAME, needs_shared
 from PIL import Image
 
 from crossreid.data.datasets.biwi import (
-    crop_depth, find_frames, person_box, prepare_biwi, read_ground_plane, read_pgm, read_skeleton, rgb_box,
+    crop_depth,
+    find_frames,
+    person_box,
+    prepare_biwi,
+    read_ground_plane,
+    read_pgm,
+    read_skeleton,
+    rgb_box,
 )
 from crossreid.data.images import decode
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from fixtures_real import BIWI_FRAME, needs_shared
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures_real import build_sysu
 
 from crossreid.data.datasets.check import check_dataset
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
-from fixtures_real import build_sysu
 
 COUNTS = [(1, 1, 3), (3, 1, 2), (2, 2, 2), (6, 2, 2), (4, 7, 2), (3, 7, 2), (5, 7, 1)]
 SPLITS = {"train": [1], "val": [2], "test": [7]}

@@ -6,12 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures_real import LLCM_IDX, build_llcm, image_bytes, needs_shared, write_files
 
 from crossreid.data.datasets.llcm import load_llcm
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from fixtures_real import LLCM_IDX, build_llcm, image_bytes, needs_shared, write_files
 
 TEST_VIS_CAMS = {1: 139, 2: 12, 3: 2773, 4: 3063, 5: 1994, 6: 18, 7: 345, 8: 252, 9: 84}
 TEST_NIR_CAMS = {1: 19, 2: 47, 4: 58, 5: 2119, 6: 4276, 7: 217, 8: 311, 9: 119}

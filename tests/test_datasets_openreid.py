@@ -7,12 +7,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures_real import OPENREID, build_openreid, needs_shared
 
 from crossreid.data.datasets.rgbd_openreid import load_openreid_rgbd
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from fixtures_real import OPENREID, build_openreid, needs_shared
 
 # Hafner et al. 2022, appendix (design = trainval, test = query = gallery), and fold-0 validation ids.
 BIWI_DESIGN = [0, 1, 4, 5, 6, 7, 9, 11, 12, 13, 15, 16, 17, 18, 19, 20, 25, 26, 34, 35, 38, 39, 40, 43, 50,

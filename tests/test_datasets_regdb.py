@@ -6,13 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures_real import REGDB_IDX, build_regdb, image_bytes, needs_shared, write_files
 
 from crossreid.data.datasets.common import read_index_file
 from crossreid.data.datasets.regdb import load_regdb
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from fixtures_real import REGDB_IDX, build_regdb, image_bytes, needs_shared, write_files
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,6 @@ def test_val_ids_held_out(regdb_crlf):
 
 def small_tree(root: Path) -> Path:
     """4 pids × 2 captures; pid 10/11 train, 20/21 test, trial 1; one trailing blank line."""
-    lines = {}
     for part, pids in (("train", (10, 11)), ("test", (20, 21))):
         for word, folder, flag in (("visible", "Visible", "v"), ("thermal", "Thermal", "t")):
             rels = [f"{folder}/{p}/male_front_{flag}_{100 + k:05d}_{p}.bmp" for p in pids for k in range(2)]

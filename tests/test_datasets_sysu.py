@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import SYSU, build_sysu, needs_shared, sysu_counts
 from scipy.io import savemat
 
 from crossreid.data.datasets.common import read_id_list, read_id_mat
@@ -15,7 +16,6 @@ from crossreid.data.images import decode
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.modality import Modality
-from fixtures_real import SYSU, build_sysu, needs_shared, sysu_counts
 
 
 @pytest.fixture(scope="session")

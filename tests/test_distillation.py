@@ -6,8 +6,8 @@ import torch
 from crossreid.config import load_config
 from crossreid.data.pipeline import ImageStore, normalize
 from crossreid.data.registry import load_dataset
-from crossreid.errors import UserError
 from crossreid.engine.trainer import stage_context
+from crossreid.errors import UserError
 from crossreid.methods import Batch, build_method
 from crossreid.modality import Modality
 from crossreid.tensor_cache import TensorCache

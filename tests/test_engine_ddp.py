@@ -2,14 +2,14 @@
 
 Under ``train.batch_scope=per_rank`` BatchNorm and the metric losses see each rank's half of
 the batch. With BN held in eval mode (``frozen_bn.py``) and the ID loss only, the mechanics
-(sharded sampler, each rank's rows of the shared augmentation draw, gradient averaging,
-gathered evaluation) must reproduce the single-process run: same losses and validation mAP,
-weights within 1e-3 (Adam's normalised update turns float32 rounding in a near-zero gradient
-into a step of up to the learning rate, 3.5e-4, either way: 1.4e-4 at this seed). With ``batch_scope=global`` and ``sync_bn`` the whole recipe, real
-BatchNorm and the batch-hard triplet included, must reproduce one process's step. With real
-BN and per-rank statistics the run must work through ``torchrun -m crossreid train``, write
-from rank 0 only, and its logged mAP must equal a single-process evaluation of its weights
-(the gather is exact).
+(sharded sampler, each rank's rows of the shared augmentation draw, gradient averaging, gathered
+evaluation) must reproduce the single-process run: same losses and validation mAP, weights
+within 1e-3 (Adam's normalised update turns float32 rounding in a near-zero gradient into a step
+of up to the learning rate, 3.5e-4, either way: 1.4e-4 at this seed). With
+``batch_scope=global`` and ``sync_bn`` the whole recipe, real BatchNorm and the batch-hard
+triplet included, must reproduce one process's step. With real BN and per-rank statistics the
+run must work through ``torchrun -m crossreid train``, write from rank 0 only, and its logged
+mAP must equal a single-process evaluation of its weights (the gather is exact).
 """
 
 import csv
@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import write_tiny_dataset
 
 from crossreid.config import load_config
 from crossreid.data.registry import load_dataset
 from crossreid.engine.checkpoint import load_checkpoint
 from crossreid.engine.trainer import Trainer
-
-from conftest import write_tiny_dataset
 
 FROZEN_BN = """
 import sys, torch

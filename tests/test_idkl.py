@@ -4,15 +4,23 @@ bad input, and a tiny fit through the trainer (methods.md §5, §8.3)."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 import math
+from collections import Counter
 
 import pytest
 import torch
 from torch import nn
 
-from crossreid.alignment_losses import (check_aligned, confuser_labels, distance_graph, entropy_margin_loss,
-                                        graph_kl, modality_centroid_hinge, set_level_logits, symmetric_kl)
+from crossreid.alignment_losses import (
+    check_aligned,
+    confuser_labels,
+    distance_graph,
+    entropy_margin_loss,
+    graph_kl,
+    modality_centroid_hinge,
+    set_level_logits,
+    symmetric_kl,
+)
 from crossreid.config import load_config, resolve_config
 from crossreid.errors import UserError
 from crossreid.methods import Batch, build_method

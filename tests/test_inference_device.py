@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from retrieval_helpers import seeded_run
 
 import crossreid
 from crossreid import distributed as D
 from crossreid.cli import cli
 from crossreid.device import autocast_dtype, inference, resolve_device
 from crossreid.errors import UserError
-
-from retrieval_helpers import seeded_run
 
 
 def invoke(*args) -> tuple[int, str, str]:

@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from crossreid.errors import UserError
-from crossreid.losses import (BatchHardTriplet, DistillationMSE, IdentityLoss, WeightedRegularizedTriplet,
-                              pairwise_euclidean)
+from crossreid.losses import (
+    BatchHardTriplet,
+    DistillationMSE,
+    IdentityLoss,
+    WeightedRegularizedTriplet,
+    pairwise_euclidean,
+)
 
 # four points on a line, two identities: distances are plain differences
 POINTS = [0.0, 1.0, 3.0, 7.0]

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from crossreid.config import load_config
-from crossreid.errors import UserError
 from crossreid.engine.trainer import learning_rates
+from crossreid.errors import UserError
 from crossreid.methods import MethodSetup, build_method
 from crossreid.methods.base import parameters_from
 from crossreid.methods.step import LossTerms, reid_terms

@@ -5,8 +5,16 @@ import pytest
 
 from crossreid.errors import UserError
 from crossreid.evaluation.distance import pairwise_distance
-from crossreid.evaluation.metrics import (NO_EXCLUSION, SAME_CAMERA, SAME_FRAME, SAME_ID_AND_CAMERA,
-                                          SAME_ID_AND_SEQUENCE, SYSU_LOCATION, ExclusionRule, compute_metrics)
+from crossreid.evaluation.metrics import (
+    NO_EXCLUSION,
+    SAME_CAMERA,
+    SAME_FRAME,
+    SAME_ID_AND_CAMERA,
+    SAME_ID_AND_SEQUENCE,
+    SYSU_LOCATION,
+    ExclusionRule,
+    compute_metrics,
+)
 from crossreid.evaluation.reference import reference_metrics
 
 RULES = [NO_EXCLUSION, SAME_CAMERA, SAME_ID_AND_CAMERA, SYSU_LOCATION, SAME_FRAME, SAME_ID_AND_SEQUENCE,

@@ -3,8 +3,18 @@ import torch
 from torch import nn
 
 from crossreid.errors import UserError
-from crossreid.models import (STAGES, AvgPool, BNNeckHead, EmbeddingHead, GatedAttention, GeM, NonLocalBlock,
-                              build_model, build_resnet, freeze_from)
+from crossreid.models import (
+    STAGES,
+    AvgPool,
+    BNNeckHead,
+    EmbeddingHead,
+    GatedAttention,
+    GeM,
+    NonLocalBlock,
+    build_model,
+    build_resnet,
+    freeze_from,
+)
 
 X = torch.randn(2, 3, 64, 32)
 

@@ -132,7 +132,7 @@ def test_8bit_depth_warns_once_naming_file_and_rule(tmp_path):
     for k in range(2):
         Image.fromarray(np.full((4, 4), 128, np.uint8), "L").save(tmp_path / f"d{k}.png")
     code = ("import sys; from crossreid.data.images import decode; from crossreid.modality import Modality\n"
-            f"d = decode(sys.argv[1], Modality.DEPTH); decode(sys.argv[2], Modality.DEPTH); print(float(d[0, 0]))")
+            "d = decode(sys.argv[1], Modality.DEPTH); decode(sys.argv[2], Modality.DEPTH); print(float(d[0, 0]))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d0.png"), str(tmp_path / "d1.png")],
                           capture_output=True, text=True)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]

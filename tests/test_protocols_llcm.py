@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import LLCM_IDX, image_bytes, index_relpaths, write_files
 
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol
 from crossreid.modality import Modality
-from fixtures_real import LLCM_IDX, image_bytes, index_relpaths, write_files
 
 CAMS = {"vis": (1, 2, 3, 4, 5, 6, 7, 8, 9), "nir": (1, 2, 4, 5, 6, 7, 8, 9)}
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import REGDB_IDX, build_regdb, needs_shared
 
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
+from crossreid.engine.runs import find_trial_runs
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol
-from crossreid.engine.runs import find_trial_runs
 from crossreid.evaluation.regdb_protocols import combine_trials
 from crossreid.modality import Modality
-from fixtures_real import REGDB_IDX, build_regdb, needs_shared
 
 
 @needs_shared

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import OPENREID, needs_shared
 
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol
 from crossreid.modality import Modality
-from fixtures_real import OPENREID, needs_shared
 
 
 @needs_shared

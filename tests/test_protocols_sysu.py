@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import SYSU, build_sysu, sysu_counts, write_perm
 from scipy.io import loadmat
 
 from crossreid.data.datasets.common import read_id_list
 from crossreid.data.registry import load_dataset
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol, score_features
-from fixtures_real import SYSU, build_sysu, sysu_counts, write_perm
 
 PERM = SYSU / "evaluation_data_split" / "rand_perm_cam.mat"
 EXPECTED_GALLERY = {("all", 1): 301, ("indoor", 1): 112, ("all", 10): 3010, ("indoor", 10): 1120}
@@ -79,7 +79,7 @@ def agw_gallery(root: Path, test_ids: list[int], cams: tuple[int, ...], trial: i
     try:
         random.seed(trial)
         out = []
-        for pid in sorted("%04d" % i for i in test_ids):
+        for pid in sorted(f"{i:04d}" for i in test_ids):
             for cam in cams:
                 folder = root / f"cam{cam}" / pid
                 if folder.is_dir():

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from retrieval_helpers import train_tiny_run
 
 import crossreid
 from crossreid.evaluation.distance import pairwise_distance
 from crossreid.retrieval.search import ExactSearcher
-
-from retrieval_helpers import train_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +33,8 @@ def one_error_line(code, err, needle):
 
 def test_embed_equals_evaluation_features(trained):
     from crossreid.data.registry import load_dataset
-    from crossreid.retrieval.evaluate import pool_features
     from crossreid.experiment import TestStores
+    from crossreid.retrieval.evaluate import pool_features
 
     run, root = trained
     embedder = crossreid.load_run(run)
@@ -57,9 +56,9 @@ def test_embed_equals_evaluation_features(trained):
 def test_extract_score_round_trip(trained, tmp_path):
     from crossreid.data.registry import load_dataset
     from crossreid.evaluation.protocols import evaluate_protocol, get_protocol
-    from crossreid.retrieval.evaluate import pool_features
     from crossreid.evaluation.score import score_features
     from crossreid.experiment import TestStores
+    from crossreid.retrieval.evaluate import pool_features
 
     run, root = trained
     out = tmp_path / "feats.npz"

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixtures_real import REGDB_IDX, SYSU, build_regdb, build_sysu, sysu_counts
 from PIL import Image
 
 from crossreid.cli import cli
 from crossreid.data.datasets.common import read_id_list
-from fixtures_real import REGDB_IDX, SYSU, build_regdb, build_sysu, sysu_counts
 
 PERM = SYSU / "evaluation_data_split" / "rand_perm_cam.mat"
 SMALL = ["model.arch=resnet18", "model.base_width=8", "model.pretrained=none", "data.height=32", "data.width=16",
@@ -90,10 +90,10 @@ def test_check_then_one_evaluate_gives_the_four_sysu_settings(sysu_tree, sysu_ru
     doc = json.loads((sysu_run / "evaluation.json").read_text())
     assert list(doc["results"]) == list(SYSU_TABLE) and doc["kept"][0].startswith("kept epoch 1 of 1")
     # each row is the protocol with its mode and shots, scored the same as one setting at a time
-    from crossreid.evaluation import evaluate_protocol, get_protocol
-    from crossreid.experiment import TestStores
     from crossreid.data.open import open_catalog
     from crossreid.engine.runs import load_run
+    from crossreid.evaluation import evaluate_protocol, get_protocol
+    from crossreid.experiment import TestStores
     from crossreid.retrieval.evaluate import pool_features
 
     cfg, method = load_run(sysu_run)

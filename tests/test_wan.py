@@ -19,9 +19,8 @@ from crossreid.data.pipeline import normalize
 from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Sample
 from crossreid.engine.checkpoint import load_checkpoint
-from crossreid.engine.trainer import Trainer
+from crossreid.engine.trainer import Trainer, stage_context
 from crossreid.errors import UserError
-from crossreid.engine.trainer import stage_context
 from crossreid.methods import Batch, build_method
 from crossreid.methods.step import LossTerms
 from crossreid.methods.wan_fusion import dynamic_weights, fuse, fusion_weights
@@ -155,7 +154,7 @@ def test_no_gradient_into_teachers():
     method.after_step(batch(0), stage, method.training_step(batch(0), stage))  # the memory teacher: from the next step
     losses = method.training_step(batch(1), stage).losses
     assert losses["distill_fusion"] > 0 and losses["distill_memory"] > 0
-    fused, features = [], []
+    fused = []
     original = method.neck_logits
     method.neck_logits = lambda x, ref: (fused.append(x), original(x, ref))[1]
     method.training_step(batch(1), stage)

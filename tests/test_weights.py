@@ -18,18 +18,15 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import write_tiny_dataset
 
 from crossreid.cli import cli
 from crossreid.config import load_config, resolve_config
 from crossreid.engine.init import INIT_FILE, check_init
 from crossreid.errors import UserError
 from crossreid.io import file_sha256
-from crossreid.models import build_model, build_resnet, load_weights
+from crossreid.models import build_model, build_resnet, hub, load_weights
 from crossreid.models.weights import recording_loads
-from crossreid.models import hub
-
-from conftest import write_tiny_dataset
-
 
 # ---- a loopback server for published files --------------------------------------------------------
 
@@ -290,7 +287,8 @@ def test_a_finished_run_needs_no_weights_file(published, tmp_path, monkeypatch, 
     assert line.startswith("init: model.pretrained=weights/r18.pth -> ") and "0 missing, 0 unexpected" in line
     init = json.loads((work / "run" / INIT_FILE).read_text())
     assert init["summary"] == line and init["loads"][0]["sha256"] == file_sha256(published)
-    assert init["loads"][0]["path"] == str(work / "weights" / "r18.pth") and init["loads"][0]["skipped"] == ["fc.weight", "fc.bias"]
+    load = init["loads"][0]
+    assert load["path"] == str(work / "weights" / "r18.pth") and load["skipped"] == ["fc.weight", "fc.bias"]
 
     (work / "weights" / "r18.pth").unlink()  # the file is gone; the run is used from another folder
     run = work / "run"

@@ -1,29 +1,31 @@
-"""Augmentation switches by their effect on pixels: flip mirrors rows, pad shifts them inside a zero
-border, random erasing fills one rectangle with the mean, grayscale turns colour rows grey; each switch
-off leaves the batch untouched. Then the same switches from a run config through the trainer's batch, and
-the depth encodings' edge cases by their numbers."""
+"""Augmentation switches from a run config by their effect on the trainer's batch (flip mirrors rows,
+pad shifts them inside a zero border, random erasing fills a rectangle with the mean, grayscale turns
+colour rows grey; all off leaves the normalised images), and the depth encodings' edge cases by their
+numbers. The batch augmentation itself is checked against a per-image reference in test_input_path.py."""
 
 import numpy as np
 import pytest
 import torch
 
 from crossreid.config import load_config
-from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
-from crossreid.data.images import (DEPTH_FAR_MM, DEPTH_NEAR_MM, depth_channels, depth_to_unit, encode_depth,
-                                    person_depth_mm)
+from crossreid.data.images import (
+    DEPTH_FAR_MM,
+    DEPTH_NEAR_MM,
+    depth_channels,
+    depth_to_unit,
+    encode_depth,
+    person_depth_mm,
+)
+from crossreid.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, normalize
 from crossreid.data.registry import load_dataset
 from crossreid.engine.trainer import Trainer
 from crossreid.modality import Modality
 
-OFF = dict(flip=False, pad=0, erasing=0.0, grayscale=0.0)
-
-
-def batch(rows=64, h=16, w=8, seed=0):
-    return torch.rand(rows, 3, h, w, generator=torch.Generator().manual_seed(seed))
-
-
-def run(x, seed=0, **switches):
-    return augment(x, torch.Generator().manual_seed(seed), **{**OFF, **switches})
+# ------------------------------------------------------------------ through the trainer's batch
+TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.width=16", "train.progress=false",
+        "train.ids_per_batch=3", "train.images_per_id=2", "train.iterations_per_epoch=1",
+        "data.modalities=[rgb,depth]", "eval.directions=[rgb->depth]"]
+OFF_CFG = ["train.flip=false", "train.pad=0", "train.random_erasing=0", "train.random_grayscale=0"]
 
 
 def shift_of(row: torch.Tensor, source: torch.Tensor, pad: int) -> tuple[int, int] | None:
@@ -37,84 +39,13 @@ def shift_of(row: torch.Tensor, source: torch.Tensor, pad: int) -> tuple[int, in
     return None
 
 
-def test_every_switch_off_leaves_the_batch_unchanged():
-    x = batch()
-    assert torch.equal(run(x), x)
-    assert torch.equal(augment(x, torch.Generator().manual_seed(0), flip=False), x)  # pad and erasing default off
-
-
-def test_flip_mirrors_about_half_the_rows_and_nothing_else():
-    x = batch(rows=400)
-    out = run(x, flip=True)
-    mirrored = torch.tensor([torch.equal(o, r.flip(-1)) for o, r in zip(out, x)])
-    same = torch.tensor([torch.equal(o, r) for o, r in zip(out, x)])
-    assert bool((mirrored | same).all())
-    assert 160 < int(mirrored.sum()) < 240
-
-
-def test_pad_shifts_each_row_within_the_zero_border():
-    x = batch(rows=60)
-    out = run(x, pad=2)
-    shifts = [shift_of(o, r, 2) for o, r in zip(out, x)]
-    assert all(s is not None for s in shifts)
-    assert len(set(shifts)) > 10                         # offsets drawn from the 5 x 5 possible ones
-    assert {s[0] for s in shifts} == set(range(5)) and {s[1] for s in shifts} == set(range(5))
-
-
-def erased_box(o: torch.Tensor, r: torch.Tensor):
-    """The changed pixels of one row as (y0, y1, x0, x1), checking they form a rectangle filled with the mean."""
-    changed = (o != r).any(0)
-    if not changed.any():
-        return None
-    ys, xs = changed.nonzero(as_tuple=True)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    assert int(changed.sum()) == (y1 - y0) * (x1 - x0)   # a full rectangle
-    for c, mean in enumerate(IMAGENET_MEAN):
-        assert torch.allclose(o[c, y0:y1, x0:x1], torch.tensor(mean))
-    return y0, y1, x0, x1
-
-
-@pytest.mark.parametrize("p, low, high", [(1.0, 200, 200), (0.5, 70, 130), (0.0, 0, 0)])
-def test_random_erasing_fills_one_mean_rectangle_with_its_probability(p, low, high):
-    h, w = 32, 16
-    x = batch(rows=200, h=h, w=w)
-    out = run(x, erasing=p)
-    boxes = [erased_box(o, r) for o, r in zip(out, x)]
-    found = [b for b in boxes if b is not None]
-    assert low <= len(found) <= high
-    for y0, y1, x0, x1 in found:                         # area 2-33 % of the image (rounded sides), aspect 0.3-3.3
-        eh, ew = y1 - y0, x1 - x0
-        assert 0.02 * h * w * 0.6 <= eh * ew <= 0.33 * h * w * 1.3
-        assert 0.3 / 1.6 <= eh / ew <= 3.3 * 1.6
-    if p == 1.0:
-        sides = {(b[1] - b[0], b[3] - b[2]) for b in found}
-        assert len(sides) > 20                           # sizes drawn, not fixed
-
-
-def test_grayscale_rows_get_bt601_luma_in_every_channel():
-    x = batch(rows=10)
-    colour = torch.tensor([True] * 5 + [False] * 5)
-    out = run(x, grayscale=1.0, colour_rows=colour)
-    luma = 0.299 * x[:5, 0] + 0.587 * x[:5, 1] + 0.114 * x[:5, 2]
-    for c in range(3):
-        torch.testing.assert_close(out[:5, c], luma)
-    assert torch.equal(out[5:], x[5:])
-
-
-# ------------------------------------------------------------------ through the trainer's batch
-TINY = ["data.dataset=generic", "model.arch=resnet18", "data.height=32", "data.width=16", "train.progress=false",
-        "train.ids_per_batch=3", "train.images_per_id=2", "train.iterations_per_epoch=1",
-        "data.modalities=[rgb,depth]", "eval.directions=[rgb->depth]"]
-OFF_CFG = ["train.flip=false", "train.pad=0", "train.random_erasing=0", "train.random_grayscale=0"]
-
-
 def trainer_batch(tiny_root, tmp_path, *switches):
     """The first training batch the trainer builds under ``switches`` and its un-augmented images in [0, 1]."""
     cfg = load_config(None, [*TINY, *OFF_CFG, *switches])
     trainer = Trainer(cfg, tmp_path / "run", load_dataset("generic", tiny_root), progress=False)
     stage, sampler = trainer.method.stages()[0], trainer.samplers[0]
     indices = next(iter(sampler.global_batches()))
-    made = trainer.make_batch(indices, stage, sampler.shard())
+    made = trainer.make_batch(indices, stage, sampler.shard(), key=(cfg.train.seed, 0, 0, 0))
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return made.images * std + mean, trainer.store.batch(indices), made
 

@@ -10,15 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_real import write_perm
+from test_metrics import assert_same, random_case
 
 from crossreid.data.samples import Catalog, Sample
 from crossreid.evaluation import evaluate_protocol, get_protocol
-from crossreid.evaluation.metrics import (NO_EXCLUSION, SAME_CAMERA, SAME_FRAME, SAME_ID_AND_CAMERA,
-                                          SAME_ID_AND_SEQUENCE, SYSU_LOCATION, ExclusionRule, compute_metrics)
+from crossreid.evaluation.metrics import (
+    NO_EXCLUSION,
+    SAME_CAMERA,
+    SAME_FRAME,
+    SAME_ID_AND_CAMERA,
+    SAME_ID_AND_SEQUENCE,
+    SYSU_LOCATION,
+    ExclusionRule,
+    compute_metrics,
+)
 from crossreid.evaluation.reference import reference_metrics
 from crossreid.modality import Modality
-from fixtures_real import write_perm
-from test_metrics import assert_same, random_case
 
 RGB, IR, DEPTH = Modality.RGB, Modality.IR, Modality.DEPTH
 

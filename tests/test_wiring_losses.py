@@ -11,8 +11,8 @@ from crossreid.config import LossConfig, load_config
 from crossreid.data.pipeline import normalize
 from crossreid.methods import Batch, build_method
 from crossreid.methods.step import reid_terms
-from crossreid.models import HeadOutput
 from crossreid.modality import Modality
+from crossreid.models import HeadOutput
 
 RGB, DEPTH = Modality.RGB, Modality.DEPTH
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from crossreid.version import __version__
 from crossreid.device import AMP_MODES, DeviceOutOfMemory
 from crossreid.errors import UserError, explain_validation, parse_assignment
 from crossreid.modality import accepted_names
+from crossreid.version import __version__
 
 # How each command makes the batch that ran out of GPU memory smaller (default: its --batch-size).
 _SMALLER_BATCH = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     dataset: str = "synthetic"
-    root: Optional[str] = None  # None with dataset "synthetic": generate (or reuse) the cached default
+    root: str | None = None  # None with dataset "synthetic": generate (or reuse) the cached default
     options: dict[str, Any] = Field(default_factory=dict)  # loader options, e.g. {trial: 3} for RegDB
     synth: dict[str, Any] = Field(default_factory=dict, validate_default=True)  # SynthParams fields (data.synth)
     height: int = Field(128, ge=16)
@@ -59,13 +59,13 @@ class ModelConfig(_Strict):
     arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
     # imagenet (= imagenet-v1) / imagenet-v2: torchvision's published file, fetched into torch hub's cache;
     # none: from scratch, said explicitly; or a local .pth/.safetensors file (docs/models.md)
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     pretrained_strict: bool = True  # false: load what fits, report the rest (shape mismatches, missing keys)
     last_stride: Literal[1, 2] = 1
     base_width: int = Field(64, ge=8, le=256)  # trunk base width; 64 = standard (ImageNet weights), 32 ≈ 1/4 the work
     pooling: Literal["avg", "gem"] = "avg"
     head: Literal["bnneck", "embedding"] = "bnneck"
-    embedding_dim: Optional[int] = Field(None, ge=8)
+    embedding_dim: int | None = Field(None, ge=8)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
 
@@ -95,18 +95,18 @@ class LossConfig(_Strict):
     id_weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     triplet_weight: float = Field(1.0, ge=0)
-    triplet_margin: Optional[float] = Field(0.3, gt=0)  # None: soft margin
+    triplet_margin: float | None = Field(0.3, gt=0)  # None: soft margin
 
 
 class TrainConfig(_Strict):
     epochs: int = Field(20, ge=1)
     ids_per_batch: int = Field(8, ge=2)       # P
     images_per_id: int = Field(4, ge=1)       # K per modality
-    iterations_per_epoch: Optional[int] = Field(None, ge=1)  # default: one pass over the largest modality
+    iterations_per_epoch: int | None = Field(None, ge=1)  # default: one pass over the largest modality
     identity_draw: Literal["random", "pass"] = "random"  # pass: IDKL's per-epoch chunks without replacement
     seed: int = 0
     deterministic: bool = False
-    threads: Optional[int] = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     flip: bool = True
@@ -118,12 +118,12 @@ class TrainConfig(_Strict):
     # validation identities) or loss (lowest training loss).
     select: Literal["last", "val", "loss"] = "val"
     progress: bool = True
-    checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # mid-epoch checkpoints (exact resume)
     # What a finished run keeps besides model.safetensors: all checkpoints, the last stage's
     # '-last' (optimiser state: --resume with more epochs continues it), or none.
     keep_checkpoints: Literal["all", "last", "none"] = "last"
     disk_cache: bool = False      # keep the decoded images in one file under cache_dir, reused across runs
-    cache_dir: Optional[str] = None  # default: $CROSSREID_CACHE/images or ~/.cache/crossreid/images
+    cache_dir: str | None = None  # default: $CROSSREID_CACHE/images or ~/.cache/crossreid/images
     decode_workers: int = Field(2, ge=1)  # threads for the first decode
     # torchrun: BatchNorm statistics over the global batch (SyncBatchNorm on CUDA, its CPU twin on gloo)
     sync_bn: bool = False

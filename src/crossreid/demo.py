@@ -7,17 +7,17 @@ from pathlib import Path
 
 import click
 
-from crossreid.version import __version__
 from crossreid.config import load_config, resolve_config
 from crossreid.data.open import open_catalog
 from crossreid.device import check_amp, resolve_device
 from crossreid.engine.process import setup_process
 from crossreid.engine.runs import kept_epoch
+from crossreid.errors import UserError
 from crossreid.evaluation.document import Evaluation
 from crossreid.evaluation.examples import ranked_examples
-from crossreid.errors import UserError
 from crossreid.experiment import TestStores, train_and_evaluate
 from crossreid.io import write_json
+from crossreid.version import __version__
 
 # label -> shipped config: every config shares the demo's data section, so one dataset serves all.
 DEMO_RUNS = {"one_stream": "demo_one_stream", "cross_modal_distillation": "demo_distillation"}

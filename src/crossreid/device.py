@@ -13,7 +13,8 @@ line can list ``AMP_MODES`` without them.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from crossreid.errors import UserError
 
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
-def resolve_device(spec: "str | torch.device | None" = None, dist: "Dist | None" = None,
-                   option: str = "--device") -> "torch.device":
+def resolve_device(spec: str | torch.device | None = None, dist: Dist | None = None,
+                   option: str = "--device") -> torch.device:
     """``spec`` as a usable device. ``None`` or ``auto``: ``cuda`` when torch sees a GPU, else
     ``cpu``. ``cuda`` is the GPU of this process: ``cuda:LOCAL_RANK`` under torchrun, else
     ``cuda:0``. A GPU that is not there is a UserError naming ``option``."""
@@ -65,7 +66,7 @@ def resolve_device(spec: "str | torch.device | None" = None, dist: "Dist | None"
     return torch.device("cuda", n)
 
 
-def open_device(spec: "str | torch.device | None" = None, option: str = "--device") -> "tuple[torch.device, Dist]":
+def open_device(spec: str | torch.device | None = None, option: str = "--device") -> tuple[torch.device, Dist]:
     """This process's device (:func:`resolve_device`) and its place in a torchrun job, whose
     process group it joins (nccl when it works on a GPU, else gloo)."""
     from crossreid import distributed as D
@@ -81,7 +82,7 @@ def check_amp(amp: str) -> str:
     return amp
 
 
-def autocast_dtype(device: "torch.device", amp: str | None = "auto") -> "torch.dtype | None":
+def autocast_dtype(device: torch.device, amp: str | None = "auto") -> torch.dtype | None:
     """The autocast dtype of ``amp`` on ``device``; None for no autocast (``off``, or ``None``: as the process is set)."""
     import torch
 
@@ -154,7 +155,7 @@ def _ieee_fp32() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def inference(device: "torch.device", amp: str | None = "auto", batch: int = 0) -> Iterator[None]:
+def inference(device: torch.device, amp: str | None = "auto", batch: int = 0) -> Iterator[None]:
     """Run inference on ``device`` inside: no gradients, ``amp``'s autocast (:data:`AMP_MODES`; None
     leaves autocast and TF32 as the process set them), and a CUDA out-of-memory error raised as
     :class:`DeviceOutOfMemory` for batches of ``batch``."""

@@ -32,7 +32,7 @@ class TestStores:
     gallery: ImageStore
 
     @classmethod
-    def of(cls, catalog: Catalog, data: DataConfig) -> "TestStores":
+    def of(cls, catalog: Catalog, data: DataConfig) -> TestStores:
         """The pools at the size and depth encoding of ``data`` (the run config's data section)."""
         query = ImageStore.for_data(catalog.query, data)
         same = catalog.gallery is catalog.query or catalog.gallery == catalog.query  # e.g. a manifest's test split
@@ -125,7 +125,7 @@ class Runner:
         write_json(done, out)
         return out
 
-    def _data(self, cfg: RunConfig) -> tuple[Catalog, "TestStores"]:
+    def _data(self, cfg: RunConfig) -> tuple[Catalog, TestStores]:
         from crossreid.data.open import open_catalog
         from crossreid.engine.process import setup_process
 

@@ -19,7 +19,7 @@ class Modality(str, Enum):
     IR = "ir"
 
     @classmethod
-    def parse(cls, value: "str | Modality") -> "Modality":
+    def parse(cls, value: str | Modality) -> Modality:
         if isinstance(value, Modality):
             return value
         key = str(value).strip().lower()

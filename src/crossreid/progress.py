@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 from tqdm import tqdm
 
@@ -52,7 +53,7 @@ class PlainProgress:
             self.update()
         self.close()
 
-    def __enter__(self) -> "PlainProgress":
+    def __enter__(self) -> PlainProgress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,8 @@ registered class (``cls.name``), and nothing writes it a second time.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from crossreid.errors import UserError
 

@@ -14,9 +14,9 @@ number of identities in the file's classifier must be the dataset's. The run fol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -13,7 +13,6 @@ hold in a controlled setting, not the papers' figures.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import yaml
@@ -47,7 +46,7 @@ class Table(_Strict):
 class ExperimentSet(_Strict):
     title: str                                   # the heading of the tables
     data: str                                    # which modalities, for the note under the heading
-    papers: Optional[str] = None                 # whose published figures these are not comparable with
+    papers: str | None = None                 # whose published figures these are not comparable with
     directions: list[str]
     tables: list[Table] = Field(min_length=1)
     _path: Path = PrivateAttr(default=Path())    # the file it was read from

@@ -4,8 +4,8 @@ method in the stage context; methods ask it and never touch files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError

@@ -25,8 +25,8 @@ ratio 0.3-3.3 (up to 10 tries to fit) is set to the ImageNet mean, 0 after norma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class Recipe:
     grayscale: float = 0.0
 
     @classmethod
-    def of(cls, train) -> "Recipe":
+    def of(cls, train) -> Recipe:
         """From a ``TrainConfig``."""
         return cls(train.flip, train.pad, train.random_erasing, train.random_grayscale)
 
@@ -65,7 +65,7 @@ class Draw:
     erase: np.ndarray
     grey: np.ndarray
 
-    def rows(self, positions: Sequence[int]) -> "Draw":
+    def rows(self, positions: Sequence[int]) -> Draw:
         p = np.asarray(positions, dtype=np.int64)
         return Draw(self.flip[p], self.shift[p], self.erase[p], self.grey[p])
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class ImageStore:
         self._ready = np.zeros(len(self.samples), dtype=bool)
 
     @classmethod
-    def for_data(cls, samples: Sequence[Sample], data, **options) -> "ImageStore":
+    def for_data(cls, samples: Sequence[Sample], data, **options) -> ImageStore:
         """A store at the size and depth encoding of ``data`` (a ``DataConfig``)."""
         return cls(samples, data.height, data.width, depth_encoding=data.depth_encoding, **options)
 

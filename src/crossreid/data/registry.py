@@ -10,9 +10,10 @@ written in the code.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError

@@ -20,7 +20,7 @@ import contextlib
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ class Prefetcher:
         self._thread: threading.Thread | None = None
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" and ahead else None
 
-    def __enter__(self) -> "Prefetcher":
+    def __enter__(self) -> Prefetcher:
         if self.ahead:
             self._thread = threading.Thread(target=self._produce, name="crossreid-batches", daemon=True)
             self._thread.start()

@@ -65,7 +65,7 @@ class RandomStream:
         self._outer: tuple | None = None
         self._depth = 0
 
-    def __enter__(self) -> "RandomStream":
+    def __enter__(self) -> RandomStream:
         if self._depth == 0:
             self._outer = _capture()
             _restore(self._state)

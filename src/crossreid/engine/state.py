@@ -14,7 +14,8 @@ from crossreid.config import RunConfig
 from crossreid.errors import UserError
 
 # Keys that may change between a run and its resume: they do not change what is trained.
-RESUMABLE = {"train": {"epochs", "progress", "checkpoint_every_steps", "keep_checkpoints", "disk_cache", "cache_dir", "decode_workers"}}
+RESUMABLE = {"train": {"epochs", "progress", "checkpoint_every_steps", "keep_checkpoints", "disk_cache", "cache_dir",
+                       "decode_workers"}}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, object]:

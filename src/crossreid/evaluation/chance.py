@@ -14,8 +14,8 @@ its kept items, its kept true matches and the identities among its kept items; f
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

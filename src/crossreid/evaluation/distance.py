@@ -7,12 +7,10 @@ codes do; ``"float32"`` halves time and memory for huge galleries but can flip n
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 METRICS = ("euclidean", "cosine")
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 

@@ -48,7 +48,7 @@ class Evaluation:
         write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Evaluation":
+    def load(cls, path: str | os.PathLike) -> Evaluation:
         doc = read_json(path)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise UserError(f"{path}: not a results file of `crossreid evaluate` (format {FORMAT}); "

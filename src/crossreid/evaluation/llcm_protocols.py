@@ -26,8 +26,7 @@ from crossreid.data.samples import Catalog
 from crossreid.errors import UserError
 from crossreid.evaluation.gallery_draws import python_random_gallery
 from crossreid.evaluation.metrics import NO_EXCLUSION, SAME_ID_AND_CAMERA
-from crossreid.evaluation.protocols import (Protocol, Trial, bool_option, legacy_direction, option_in,
-                                            register_protocol)
+from crossreid.evaluation.protocols import Protocol, Trial, bool_option, legacy_direction, option_in, register_protocol
 from crossreid.modality import Modality
 
 CAMERAS = {Modality.RGB: (1, 2, 3, 4, 5, 6, 7, 8, 9), Modality.IR: (1, 2, 4, 5, 6, 7, 8, 9)}

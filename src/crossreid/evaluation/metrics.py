@@ -9,8 +9,9 @@ against the few match distances of each query (see docs/evaluation.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class ExclusionRule:
     relabel: tuple[tuple[str, tuple[tuple[Any, Any], ...]], ...] = ()
 
     @classmethod
-    def parse(cls, *clauses: str, relabel: Mapping[str, Mapping[Any, Any]] | None = None) -> "ExclusionRule":
+    def parse(cls, *clauses: str, relabel: Mapping[str, Mapping[Any, Any]] | None = None) -> ExclusionRule:
         """``ExclusionRule.parse("pid+cam")``; several clauses are alternatives."""
         parsed = tuple(tuple(k.strip() for k in c.split("+") if k.strip()) for c in clauses)
         if any(not c for c in parsed):
@@ -75,7 +76,7 @@ class ExclusionRule:
             if key not in query or key not in gallery:
                 raise ValueError(f"exclusion rule needs the {key!r} column for query and gallery")
             table: dict = {}
-            for side, missing, values, out in ((0, -1, query[key], qcodes), (1, -2, gallery[key], gcodes)):
+            for missing, values, out in ((-1, query[key], qcodes), (-2, gallery[key], gcodes)):
                 out[key] = np.array([missing if v is None else table.setdefault(v, len(table))
                                      for v in self.relabelled(key, values)], dtype=np.int64)
         return qcodes, gcodes
@@ -110,7 +111,7 @@ class ExclusionRule:
                 "relabel": {k: [[a, b] for a, b in m] for k, m in self.relabel}}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "ExclusionRule":
+    def from_dict(cls, data: Mapping) -> ExclusionRule:
         rel = {k: {a: b for a, b in pairs} for k, pairs in (data.get("relabel") or {}).items()}
         return cls.parse(*("+".join(c) for c in data.get("clauses", [])), relabel=rel)
 
@@ -150,7 +151,7 @@ class Metrics:
     @classmethod
     def from_per_query(cls, first: np.ndarray, ap: np.ndarray, inp: np.ndarray, num_queries: int,
                        ranks: Sequence[int], cmc_level: str, per_query: np.ndarray | None = None,
-                       num_gallery: int = 0) -> "Metrics":
+                       num_gallery: int = 0) -> Metrics:
         """Aggregate valid queries: first-match ranks (1-based), AP and INP per valid query."""
         n = len(first)
         if n == 0:
@@ -331,7 +332,7 @@ class _Pairs:
     removed_start: np.ndarray
 
     @classmethod
-    def of(cls, qpid, gpid, rule: ExclusionRule, qcodes, gcodes) -> "_Pairs":
+    def of(cls, qpid, gpid, rule: ExclusionRule, qcodes, gcodes) -> _Pairs:
         qi, gi, rqi, rgi = _match_pairs(qpid, gpid, rule, qcodes, gcodes)
         m_all = np.bincount(qi, minlength=len(qpid))
         r_all = np.bincount(rqi, minlength=len(qpid))

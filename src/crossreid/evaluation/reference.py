@@ -6,7 +6,7 @@ de-duplication. Tests compare the fast evaluator against it; the benchmark times
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

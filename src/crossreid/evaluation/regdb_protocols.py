@@ -9,7 +9,7 @@ exclusion, image-level CMC. Each trial has its own model, so the reported mean Â
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from crossreid.data.samples import Catalog
 from crossreid.errors import UserError

@@ -39,7 +39,7 @@ class Rerank:
             raise UserError(f"re-ranking lambda={self.lambda_value}: must lie in [0, 1] (Zhong et al.: 0.3)")
 
     @classmethod
-    def from_options(cls, options: dict) -> "Rerank":
+    def from_options(cls, options: dict) -> Rerank:
         """From ``k1=..., k2=..., lambda=...`` (CLI ``--rerank-option``); unknown keys are errors."""
         known = {"k1": "k1", "k2": "k2", "lambda": "lambda_value", "lambda_value": "lambda_value"}
         bad = [k for k in options if k not in known]

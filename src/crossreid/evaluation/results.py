@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from crossreid.version import __version__
 from crossreid.evaluation.metrics import Metrics
 from crossreid.io import write_json
+from crossreid.version import __version__
 
 FORMAT = "crossreid-results"
 
@@ -88,7 +89,7 @@ class ProtocolResult:
         }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "ProtocolResult":
+    def from_json(cls, doc: Mapping[str, Any]) -> ProtocolResult:
         """The result ``to_json`` wrote (per-query APs are not kept)."""
         if doc.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} record (format {doc.get('format')!r})")

@@ -9,7 +9,6 @@ list and compute mAP / mINP on the full list, over 10 trials.
 from __future__ import annotations
 
 from abc import abstractmethod
-
 from pathlib import Path
 from typing import Any
 

@@ -15,8 +15,9 @@ layer2 [0, 1], layer3 [0, 1]. Their width is C/2 (``nonlocal_inter="paper"``) or
 Loss: identity CE on the BNNeck logits (``loss.id_weight``, ``loss.label_smoothing``;
 AGW: 1 and 0) plus the weighted regularised triplet on the pre-BN features
 (``loss.triplet_weight``; ``triplet="batch_hard"`` swaps in the margin triplet of AGW's
-"base" variant; ``wrt_softmax="released"`` its weights as AGW's code computes them). Test feature: the BN feature (``test_feature="bn"``, the reported one)
-or the pre-BN pooled one (``"pool"``), L2-normalised unless ``normalize=false``.
+"base" variant; ``wrt_softmax="released"`` its weights as AGW's code computes them). Test
+feature: the BN feature (``test_feature="bn"``, the reported one) or the pre-BN pooled one
+(``"pool"``), L2-normalised unless ``normalize=false``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -53,14 +54,14 @@ class Batch:
     modalities: list[Modality]
     rows: int
     indices: list[int] = field(default_factory=list)  # positions in the training pool
-    global_layout: "Batch | None" = field(default=None, repr=False)  # set by the trainer: batch_scope=global
+    global_layout: Batch | None = field(default=None, repr=False)  # set by the trainer: batch_scope=global
 
     def block(self, modality: Modality) -> slice:
         k = self.modalities.index(modality)
         return slice(k * self.rows, (k + 1) * self.rows)
 
     @property
-    def whole(self) -> "Batch":
+    def whole(self) -> Batch:
         """The global batch's layout (this batch when it is the whole batch)."""
         return self.global_layout or self
 
@@ -115,8 +116,8 @@ class MethodSetup:
     checks, never the whole run config (optimiser, schedule, data and engine switches belong
     to the engine). :func:`build_method` makes it from a config with :meth:`of`."""
 
-    model: "ModelConfig"          # ``model.*``: the network ``build_net`` makes
-    loss: "LossConfig"            # ``loss.*``: weights, smoothing and margin of the re-ID terms
+    model: ModelConfig          # ``model.*``: the network ``build_net`` makes
+    loss: LossConfig            # ``loss.*``: weights, smoothing and margin of the re-ID terms
     options: dict                 # ``method.options``, typed by the method's ``Options``
     num_classes: int              # training identities
     modalities: list[Modality]    # what the run trains on
@@ -125,7 +126,7 @@ class MethodSetup:
     images_per_id: int = 1        # ``train.images_per_id`` (K per modality): a batch is P × K × modalities images
 
     @classmethod
-    def of(cls, cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> "MethodSetup":
+    def of(cls, cfg: RunConfig, num_classes: int, modalities: list[Modality]) -> MethodSetup:
         return cls(cfg.model, cfg.loss, dict(cfg.method.options), num_classes, list(modalities),
                    cfg.train.epochs, cfg.train.ids_per_batch, cfg.train.images_per_id)
 
@@ -149,11 +150,11 @@ class StageContext:
     ``cache.get_or_compute(name, compute)``: tensors stored once per run (``cache/``).
     """
 
-    store: "ImageStore"          # the training pool's decoded images (``store.samples``)
+    store: ImageStore          # the training pool's decoded images (``store.samples``)
     device: torch.device
     resumed: bool                # True when the stage continues from a checkpoint mid-way
     embed: Embed                 # the embedding service
-    cache: "TensorCache | None" = None  # the run's tensor cache
+    cache: TensorCache | None = None  # the run's tensor cache
     dist: Dist = Dist()          # this process's rank and world (``crossreid.distributed``)
 
 
@@ -260,7 +261,7 @@ def parameters_from(module: nn.Module, first: str, prefix: str = "") -> list[str
     return [prefix + n for n in names[start:]]
 
 
-def build_net(m: "ModelConfig", num_classes: int, **overrides) -> nn.Module:
+def build_net(m: ModelConfig, num_classes: int, **overrides) -> nn.Module:
     """The re-ID network ``model.*`` describes (backbone + pooling + head); ``overrides`` go to ``build_model``."""
     from crossreid.models import build_model
 
@@ -283,6 +284,6 @@ def method_names() -> list[str]:
     return METHODS.names()
 
 
-def build_method(cfg: "RunConfig", num_classes: int, modalities: list[Modality]) -> Method:
+def build_method(cfg: RunConfig, num_classes: int, modalities: list[Modality]) -> Method:
     """The configured method (``method.name``), built from its :class:`MethodSetup`: the one way to build one."""
     return METHODS.get(cfg.method.name)(MethodSetup.of(cfg, num_classes, modalities))

@@ -24,8 +24,16 @@ from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.losses import DistillationMSE
-from crossreid.methods.base import (Batch, Method, MethodSetup, Stage, StageContext, build_net, parameters_from,
-                                   register_method)
+from crossreid.methods.base import (
+    Batch,
+    Method,
+    MethodSetup,
+    Stage,
+    StageContext,
+    build_net,
+    parameters_from,
+    register_method,
+)
 from crossreid.methods.step import LossTerms, StepOutput, reid_terms
 from crossreid.modality import Modality
 from crossreid.models import STAGES, GatedAttention
@@ -121,7 +129,7 @@ class CrossModalDistillation(Method):
                                 "crossreid train (or set method.options.targets=online)")
             self._cache_targets(context)
 
-    def train(self, mode: bool = True) -> "CrossModalDistillation":
+    def train(self, mode: bool = True) -> CrossModalDistillation:
         super().train(mode)
         if mode and self._stage == "student":
             self.teacher.eval()  # frozen teacher: no dropout, fixed BN statistics

@@ -24,16 +24,22 @@ row r show the same identity, each identity in a run of K rows; anything else is
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from crossreid.alignment_losses import (check_aligned, confuser_labels, entropy_margin_loss, graph_kl,
-                                        modality_and_branch_terms, modality_centroid_hinge, set_level_logits,
-                                        symmetric_kl)
+from crossreid.alignment_losses import (
+    check_aligned,
+    confuser_labels,
+    entropy_margin_loss,
+    graph_kl,
+    modality_and_branch_terms,
+    modality_centroid_hinge,
+    set_level_logits,
+    symmetric_kl,
+)
 from crossreid.errors import UserError
 from crossreid.losses import BatchHardTriplet
 from crossreid.methods.base import Batch, Method, MethodSetup, Stage, build_net, register_method
@@ -41,7 +47,6 @@ from crossreid.methods.step import LossTerms, StepOutput
 from crossreid.modality import Modality
 from crossreid.models import BNNeck, GeM
 from crossreid.models.purifier import InstanceNormPurifier, ModalityClassifier
-
 
 # The released code's loss weights, chosen by comparing the batch size with a hard-coded 120
 # (``feat.size(0) == 120`` in models/baseline.py): its SYSU-MM01 / LLCM batch, then any other.
@@ -70,13 +75,13 @@ class Options(BaseModel):
     purifier_margin: float = 0.0                             # margin of both purifier hinges
     modality_losses: bool = True                             # discriminator (specific) + confuser (shared)
     tgsa: bool = True                                        # released: on for SYSU/LLCM, off for RegDB
-    tgsa_intra_weight: Optional[float] = Field(None, ge=0)   # visible vs IR graphs of the shared space
-    tgsa_inter_weight: Optional[float] = Field(None, ge=0)   # specific -> shared graphs per modality
-    tgsa_mixed_terms: Optional[bool] = None                  # the two terms with the mixed half-V/half-IR set
+    tgsa_intra_weight: float | None = Field(None, ge=0)   # visible vs IR graphs of the shared space
+    tgsa_inter_weight: float | None = Field(None, ge=0)   # specific -> shared graphs per modality
+    tgsa_mixed_terms: bool | None = None                  # the two terms with the mixed half-V/half-IR set
     csa_sample: bool = True                                  # CSA on the logits ("bg_kl")
     csa_set: bool = True                                     # CSA on the set-level logits ("sm_kl")
     csa_intra_weight: float = Field(1.0, ge=0)
-    csa_inter_weight: Optional[float] = Field(None, ge=0)    # released: 0.8 at batch 120, 0.3 otherwise
+    csa_inter_weight: float | None = Field(None, ge=0)    # released: 0.8 at batch 120, 0.3 otherwise
     normalize: bool = True                                   # L2-normalise test features (released: SYSU only)
 
 

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from crossreid.errors import UserError
-from crossreid.methods.agw import AGW, Options as AGWOptions
+from crossreid.methods.agw import AGW
+from crossreid.methods.agw import Options as AGWOptions
 from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
 from crossreid.methods.step import StepOutput

@@ -27,11 +27,11 @@ from pydantic import Field
 from torch import nn
 
 from crossreid.errors import UserError
-from crossreid.methods.agw import AGW, Options as AGWOptions
+from crossreid.methods.agw import AGW
+from crossreid.methods.agw import Options as AGWOptions
 from crossreid.methods.base import Batch, MethodSetup, Stage, StageContext, register_method
 from crossreid.methods.memory import IdentityMemory
 from crossreid.methods.step import LossTerms, StepOutput
-from crossreid.modality import Modality
 from crossreid.models import HeadOutput
 
 

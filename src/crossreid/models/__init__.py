@@ -2,7 +2,7 @@
 
 from crossreid.models.build import ReIDNet, build_model, freeze_from
 from crossreid.models.heads import BNNeckHead, EmbeddingHead, HeadOutput
-from crossreid.models.layers import BNNeck, AvgPool, GatedAttention, GeM, NonLocalBlock, build_pooling
+from crossreid.models.layers import AvgPool, BNNeck, GatedAttention, GeM, NonLocalBlock, build_pooling
 from crossreid.models.resnet import ARCHS, STAGES, ResNet, ResNetStem, build_resnet, resnet18, resnet34, resnet50
 from crossreid.models.weights import LoadReport, load_weights, read_state_dict
 

@@ -7,15 +7,15 @@ Modality routing is not done here: a method composes one or more nets per modali
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from crossreid.errors import UserError
 from crossreid.models.heads import BNNeckHead, EmbeddingHead, HeadOutput
-from crossreid.models.layers import build_pooling
 from crossreid.models.hub import SCRATCH, resolve_pretrained
+from crossreid.models.layers import build_pooling
 from crossreid.models.resnet import ResNet, build_resnet
 from crossreid.models.weights import LoadReport, load_weights
 

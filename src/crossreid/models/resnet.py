@@ -9,7 +9,7 @@ Optional non-local blocks live in ``nonlocal_blocks`` and never shift torchvisio
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -179,7 +179,7 @@ class ResNet(nn.Module):
                     raise UserError(f"{stage} has blocks 0..{len(layer) - 1}; non-local index {i} is out of range")
                 self.nonlocal_blocks[f"{stage}_{i}"] = NonLocalBlock(layer[i].last_bn().num_features, inter)
 
-    def keep_stages(self, start: str = "stem", end: str = "layer4") -> "ResNet":
+    def keep_stages(self, start: str = "stem", end: str = "layer4") -> ResNet:
         """Keep stages ``start`` .. ``end`` only (in place; returns the trunk): the others' modules
         and non-local blocks are dropped, so their weights leave ``state_dict`` and the optimiser,
         and ``forward`` runs the kept range. E.g. ``keep_stages("layer1")`` for a trunk whose stem

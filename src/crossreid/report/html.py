@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from crossreid.data.pipeline import load_resized
 from crossreid.data.samples import Sample

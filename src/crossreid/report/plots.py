@@ -9,7 +9,6 @@ import torch
 from PIL import Image, ImageDraw
 
 
-
 def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

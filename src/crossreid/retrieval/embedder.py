@@ -8,8 +8,8 @@ run's device under its ``amp`` (:mod:`crossreid.device`); features come back as 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

@@ -9,7 +9,7 @@ class-mean prototypes, the distillation teacher's cached targets) all run it.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +27,6 @@ from crossreid.data.samples import Sample
 from crossreid.errors import UserError
 from crossreid.io import atomic_path
 from crossreid.modality import Modality
-
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import numpy as np
 from crossreid import __version__
 from crossreid.errors import UserError
 from crossreid.evaluation.distance import check_metric
-from crossreid.io import atomic_path, file_sha256
 from crossreid.evaluation.score import model_of, run_metric
+from crossreid.io import atomic_path, file_sha256
 from crossreid.retrieval.features_file import save_npz
 
 FORMAT = "crossreid-index"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from crossreid.errors import UserError
-from crossreid.modality import Modality
 from crossreid.evaluation.score import model_of
+from crossreid.modality import Modality
 from crossreid.retrieval.search import Queries
 
 

@@ -9,8 +9,8 @@ so a search ranks a gallery as ``crossreid evaluate`` / ``score`` do (ties by ga
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class Removal:
     def mask(self, rows: np.ndarray, gallery: slice | np.ndarray = slice(None)) -> np.ndarray | None:
         return self.rule.mask(self.qcodes, self.gcodes, rows, gallery=gallery)
 
-    def of_queries(self, rows: np.ndarray) -> "Removal":
+    def of_queries(self, rows: np.ndarray) -> Removal:
         return Removal(self.rule, {k: v[rows] for k, v in self.qcodes.items()}, self.gcodes)
 
 

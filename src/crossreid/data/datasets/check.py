@@ -21,9 +21,10 @@ from __future__ import annotations
 import inspect
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from crossreid.data.datasets.published import size_problems
 from crossreid.data.images import decode_image, modality_contradiction, open_image

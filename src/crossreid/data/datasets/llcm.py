@@ -22,8 +22,17 @@ import re
 from pathlib import Path
 
 from crossreid.data.datasets.common import (
-    IndexLine, hold_out_ids, list_files, match_name, parse_int_dir, read_id_list, read_listed, require_dir,
-    require_file, require_files, split_train_val,
+    IndexLine,
+    hold_out_ids,
+    list_files,
+    match_name,
+    parse_int_dir,
+    read_id_list,
+    read_listed,
+    require_dir,
+    require_file,
+    require_files,
+    split_train_val,
 )
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample

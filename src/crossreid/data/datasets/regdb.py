@@ -19,7 +19,14 @@ import re
 from pathlib import Path
 
 from crossreid.data.datasets.common import (
-    IndexLine, hold_out_ids, match_name, read_listed, require_dir, require_file, require_files, split_train_val,
+    IndexLine,
+    hold_out_ids,
+    match_name,
+    read_listed,
+    require_dir,
+    require_file,
+    require_files,
+    split_train_val,
 )
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample

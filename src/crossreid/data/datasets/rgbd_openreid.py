@@ -20,6 +20,7 @@ appendix): ``train`` = trainval slots, or train slots with ``val`` = val slots w
 from __future__ import annotations
 
 from pathlib import Path
+
 from crossreid.data.datasets.common import require_dir, require_file, require_files
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from crossreid.data.datasets.common import (
-    list_files, load_mat, read_id_list, read_id_mat, require_dir, require_file, split_train_val,
+    list_files,
+    load_mat,
+    read_id_list,
+    read_id_mat,
+    require_dir,
+    require_file,
+    split_train_val,
 )
 from crossreid.data.registry import register_dataset
 from crossreid.data.samples import Catalog, Sample

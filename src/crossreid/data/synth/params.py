@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
-
 
 # Bump when the rendered pixels change for the same parameters (invalidates caches).
 GENERATOR_VERSION = 2
@@ -42,10 +41,10 @@ class SynthParams(pydantic.BaseModel, extra="forbid"):
         0.0, ge=-0.5, le=0.5, description="pose-phase offset of depth vs rgb, in gait cycles (RobotPKU-like)")
     difficulty: Literal["easy", "default", "hard"] = pydantic.Field(
         "default", description="preset for the four levels below (those left unset)")
-    trait_spread: Optional[float] = pydantic.Field(None, gt=0.0, le=2.0, description="population spread of body shape")
-    occlusion: Optional[float] = pydantic.Field(None, ge=0.0, le=3.0, description="occluder probability scale")
-    viewpoint_spread: Optional[float] = pydantic.Field(None, ge=0.0, le=3.0, description="per-image yaw spread scale")
-    noise: Optional[float] = pydantic.Field(None, ge=0.0, le=4.0, description="sensor noise scale")
+    trait_spread: float | None = pydantic.Field(None, gt=0.0, le=2.0, description="population spread of body shape")
+    occlusion: float | None = pydantic.Field(None, ge=0.0, le=3.0, description="occluder probability scale")
+    viewpoint_spread: float | None = pydantic.Field(None, ge=0.0, le=3.0, description="per-image yaw spread scale")
+    noise: float | None = pydantic.Field(None, ge=0.0, le=4.0, description="sensor noise scale")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -67,7 +66,7 @@ class SynthParams(pydantic.BaseModel, extra="forbid"):
         return [m for m in KNOWN_MODALITIES if m in value]
 
     @pydantic.model_validator(mode="after")
-    def _consistent(self) -> "SynthParams":
+    def _consistent(self) -> SynthParams:
         n_test, n_val, n_train = split_sizes(self)
         if n_test < 1 or n_train < 1:
             raise ValueError(f"identities={self.identities}, test_fraction={self.test_fraction}, "

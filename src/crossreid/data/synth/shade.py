@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from crossreid.data.synth.cameras import Backdrop, Camera
-from crossreid.data.synth.scene import (BAG, BOTTOM, BOTTOM2, HAIR, HAT, MATERIALS, OCCLUDER, SHOES, SKIN,
-                                        TOP, TOP2, Geometry, View)
+from crossreid.data.synth.scene import (
+    BAG,
+    BOTTOM,
+    BOTTOM2,
+    HAIR,
+    HAT,
+    MATERIALS,
+    OCCLUDER,
+    SHOES,
+    SKIN,
+    TOP,
+    TOP2,
+    Geometry,
+    View,
+)
 from crossreid.data.synth.traits import Garment, PersonTraits
 
 DEPTH_MAX_MM = 8000  # beyond the sensor range: no reading
