@@ -81,7 +81,7 @@ def bench_one(name: str, size, root: Path, work: Path) -> dict:
     cfg = load_config(None, ["data.dataset=generic", f"data.root={root}", f"data.height={h}", f"data.width={w}",
                              "data.modalities=[rgb,depth]", f"model.arch={arch}", f"method.name={name}",
                              f"train.ids_per_batch={p}", f"train.images_per_id={k}", "train.progress=false",
-                             "train.iterations_per_epoch=1", *METHODS[name]])
+                             "train.iterations_per_epoch=1", "train.select=last", *METHODS[name]])
     trainer = Trainer(cfg, work / f"{name}-{arch}", load_dataset("generic", root), overwrite=True, progress=False)
     si = len(trainer.method.stages()) - 1  # distillation: the student stage
     stage = trainer.method.stages()[si]
@@ -96,7 +96,8 @@ def bench_one(name: str, size, root: Path, work: Path) -> dict:
 
     sampler.iterations = 3
     start = time.perf_counter()
-    batches = [trainer.make_batch(b, stage, sampler.shard()) for b in sampler.global_batches()]
+    batches = [trainer.make_batch(b, stage, sampler.shard(), key=(cfg.train.seed, si, 0, step))
+               for step, b in enumerate(sampler.global_batches())]
     input_s = (time.perf_counter() - start) / len(batches)
     sampler.iterations = 1
     engine_step(0), bare_steps(trainer.method, optimizer, stage, batches[:1])  # warm-up
