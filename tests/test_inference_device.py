@@ -341,3 +341,16 @@ def test_a_training_batch_too_big_for_the_gpu_is_one_line_suggesting_a_smaller_o
     one_error_line(code, "\n".join(errors), "cpu: out of GPU memory in a training step (2 ids x 2 per modality x "
                    "3 modalities, 32x16) with a batch of 12 images; use a smaller batch, e.g. train.images_per_id=1, "
                    "or train.amp=bf16, and run again with --overwrite")
+
+
+def test_a_direction_nothing_can_score_is_refused_before_any_image_is_embedded(tmp_path, monkeypatch):
+    import crossreid.experiment as experiment
+
+    run, _ = seeded_run(tmp_path, modalities=("rgb", "depth"))
+
+    def embedded(*args, **kwargs):
+        raise AssertionError("embedded the pools")
+    monkeypatch.setattr(experiment, "pool_features", embedded)
+    code, out, err = invoke("evaluate", run, "--direction", "rgb:ir", "--quiet", "--device", "cpu")
+    assert code != 0 and "share none of the requested directions' modalities" in out + err
+    assert not (run / "evaluation.json").exists()

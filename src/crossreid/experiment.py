@@ -21,7 +21,7 @@ from crossreid.errors import UserError
 from crossreid.evaluation.document import Evaluation
 from crossreid.evaluation.examples import ranked_examples
 from crossreid.io import read_json, write_json
-from crossreid.retrieval.evaluate import evaluate_directions, pool_features, table_protocols
+from crossreid.retrieval.evaluate import evaluate_directions, pool_features, scorable_directions, table_protocols
 
 
 @dataclass
@@ -193,6 +193,11 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
         table_protocols(method, catalog, name, protocol_options, metric or cfg.eval.metric)
     require_sound(cfg.data.dataset, catalog, cfg.data.options, ignore_check, "evaluate",
                   protocols=[protocol] if protocol else None, say=dist.main)
+    image = {"height": cfg.data.height, "width": cfg.data.width, "depth_encoding": cfg.data.depth_encoding}
+    evaluation = Evaluation(str(Path(run).absolute()), cfg.method.name, catalog.name, str(catalog.root),
+                            [kept_epoch(run)], image, {})
+    if not all_settings and not scorable_directions(method, catalog, directions or cfg.eval.directions):
+        return evaluation if dist.main else None  # nothing to score: said before any image is embedded
     stores = TestStores.of(catalog, cfg.data)
     method = method.to(device)
     features = pool_features(method, stores.query, stores.gallery, batch_size or cfg.eval.batch_size, device,
@@ -202,8 +207,6 @@ def evaluate_run(run: str | Path, directions: list[str] | None = None, protocol:
     results = evaluate_directions(method, catalog, stores.query, stores.gallery, directions or cfg.eval.directions,
                                   metric or cfg.eval.metric, protocol=protocol, protocol_options=protocol_options,
                                   features=features, rerank=rerank, all_settings=all_settings)
-    results = record_test_feature(results, method)
-    image = {"height": cfg.data.height, "width": cfg.data.width, "depth_encoding": cfg.data.depth_encoding}
-    return Evaluation(str(Path(run).absolute()), cfg.method.name, catalog.name, str(catalog.root),
-                      [kept_epoch(run)], image, results,
-                      {label: ranked_examples(catalog, r, features) for label, r in results.items()})
+    evaluation.results = record_test_feature(results, method)
+    evaluation.examples = {label: ranked_examples(catalog, r, features) for label, r in results.items()}
+    return evaluation

@@ -53,6 +53,14 @@ def table_protocols(method, catalog: Catalog, name: str, options: dict | None, m
     return protocols
 
 
+def scorable_directions(method, catalog: Catalog, directions: Sequence[str]) -> list[tuple]:
+    """``(name, query modality, gallery modality)`` of each direction whose modalities the catalog
+    holds and the method embeds."""
+    available = set(catalog.modalities) & set(method.embeddable)
+    wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
+    return [(d, q, g) for d, q, g in wanted if q in available and g in available]
+
+
 def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, gallery_store: ImageStore,
                         directions: Sequence[str], metric: str | None = None, protocol: str | None = None,
                         batch_size: int = 128, device="cpu", progress: bool = False,
@@ -71,12 +79,10 @@ def evaluate_directions(method, catalog: Catalog, query_store: ImageStore, galle
     (``{label: ProtocolResult}``, e.g. SYSU-MM01's four), all of which the method must embed.
     """
     name = protocol or dataset_protocol(catalog.name, validation)
-    available = set(catalog.modalities) & set(method.embeddable)
     if all_settings:
         protocols = table_protocols(method, catalog, name, protocol_options, metric)
     else:
-        wanted = [(direction_name(d), *parse_direction(d)) for d in directions]
-        wanted = [(d, q, g) for d, q, g in wanted if q in available and g in available]
+        wanted = scorable_directions(method, catalog, directions)
         if not wanted:
             return {}
         protocols = {d: protocol_for(name, q, g, protocol_options, metric) for d, q, g in wanted}
