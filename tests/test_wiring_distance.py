@@ -63,6 +63,21 @@ def test_a_float16_gallery_kept_unconverted_gives_the_same_distances():
         np.testing.assert_allclose(kept(q).numpy(), naive(q, g.astype(np.float32), metric), rtol=1e-5, atol=1e-5)
 
 
+def test_the_defaults_and_the_edges_of_the_distance_code():
+    q, g = features(4, seed=5), features(7, seed=6)
+    # defaults: Euclidean, float64, the whole gallery held converted
+    dist = GalleryDistance(g)
+    assert dist.gallery.dtype == torch.float64 and dist(q).dtype == torch.float64
+    np.testing.assert_allclose(dist(q).numpy(), naive(q, g, "euclidean"), rtol=1e-10, atol=1e-10)
+    # search reads block_rows back to size its gallery chunks
+    assert GalleryDistance(g, block_rows=3).block_rows == 3
+    # a tensor that requires grad (features straight from a model) is taken as it is
+    tq = torch.from_numpy(q).requires_grad_()
+    np.testing.assert_allclose(pairwise_distance(tq, g).detach().numpy(), naive(q, g, "euclidean"), rtol=2e-5, atol=2e-5)
+    # no query rows: an empty matrix of the gallery's width, not an error
+    assert pairwise_distance(q[:0], g).shape == (0, 7)
+
+
 def catalog(n_ids=5, per_cam=2):
     samples = [Sample(Path(f"{m.value}/{p}_{c}_{k}.png"), p, c, m, frame=f"{p}-{c}-{k}")
                for p in range(n_ids) for c in (1, 2) for k in range(per_cam) for m in (Modality.RGB, Modality.DEPTH)]

@@ -28,7 +28,9 @@ def check_precision(precision: str) -> str:
 
 
 def _as_tensor(x: Array, dtype: torch.dtype) -> torch.Tensor:
-    t = torch.as_tensor(x) if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    """``x`` as a 2-D tensor of ``dtype``; evaluation and search take no gradients, so a tensor
+    straight from a model is detached (the few-query path computes in numpy)."""
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.ndim != 2:
         raise ValueError(f"features must be 2-D (rows × dims), got shape {tuple(t.shape)}")
     return t.to(dtype)
@@ -116,7 +118,7 @@ def pairwise_distance(query: Array, gallery: Array, metric: str = "euclidean",
     """
     dist = GalleryDistance(gallery, metric, precision)
     n = len(query)
-    step = n if not chunk_size else max(1, int(chunk_size))
+    step = max(1, int(chunk_size or n))
     parts = [dist(query[i:i + step]) for i in range(0, n, step)] or [dist(query[:0])]
     out = torch.cat(parts, dim=0)
     return out if isinstance(query, torch.Tensor) else out.numpy()
