@@ -74,8 +74,11 @@ def test_the_defaults_and_the_edges_of_the_distance_code():
     # a tensor that requires grad (features straight from a model) is taken as it is
     tq = torch.from_numpy(q).requires_grad_()
     np.testing.assert_allclose(pairwise_distance(tq, g).detach().numpy(), naive(q, g, "euclidean"), rtol=2e-5, atol=2e-5)
-    # no query rows: an empty matrix of the gallery's width, not an error
+    # no query rows, or no gallery rows: an empty matrix, not an error (both query paths)
     assert pairwise_distance(q[:0], g).shape == (0, 7)
+    for nq in (3, 40):
+        empty = GalleryDistance(g[:0])(features(nq, seed=7))
+        assert empty.shape == (nq, 0) and empty.dtype == torch.float64
 
 
 def catalog(n_ids=5, per_cam=2):
