@@ -11,6 +11,7 @@ from crossreid.config import load_config
 from crossreid.data.images import (
     DEPTH_FAR_MM,
     DEPTH_NEAR_MM,
+    RELIEF_MM,
     depth_channels,
     depth_to_unit,
     encode_depth,
@@ -132,3 +133,57 @@ def test_normals_encoding_equals_the_gradients_between_valid_neighbours():
     np.testing.assert_allclose(out, expected, atol=1e-6)
     # the holes, the wall and the far end of the ramp (beyond 600 mm of the person) are masked out
     assert not (mask[5, 3] or mask[9, 5] or mask[12:, :2].any()) and 0.5 * h * w < mask.sum() < h * w - 10
+
+
+# The person-depth heuristic (person_depth_mm: the strip rows h//8 to h//2, columns w//3 to w - w//3, readings
+# > 0, within 300 mm of their 30th percentile, the median) and the relief window around it, on hand-worked
+# crops where each constant decides the number. One column wide (w = 3: the strip is column 1).
+def strip_crop(h: int, strip, rest: float) -> np.ndarray:
+    """An h x 3 crop: ``strip`` down column 1 from row h // 8, every other pixel ``rest``."""
+    crop = np.full((h, 3), rest, dtype=np.float32)
+    crop[h // 8:h // 8 + len(strip), 1] = strip
+    return crop
+
+
+def test_person_depth_reads_the_rows_from_h_over_8_to_h_over_2():
+    # h = 16: rows 16 // 8 = 2 to 16 // 2 = 8 (exclusive), 6 readings; everything around them 1900 mm.
+    crop = strip_crop(16, [2000, 2010, 2020, 2030, 2040, 2050], rest=1900)
+    # 30th percentile: index 0.3 * 5 = 1.5 -> 2015, all six within 300 mm; median (2020 + 2030) / 2 = 2025.
+    # Rows from 16 // 9 = 1 would add a 1900 (median 2020); rows to 16 // 3 = 5 keep three (median 2010); a
+    # wider strip (columns from 0 or to 3) adds 1900s (median <= 2020).
+    assert person_depth_mm(crop) == 2025.0
+
+
+def test_person_depth_counts_a_1_mm_reading_and_is_0_without_one():
+    assert person_depth_mm(np.zeros((16, 3), np.float32)) == 0.0    # no reading at all: 0, not 1
+    # The strip's one reading is 1 mm (a reading, as only 0 is none): percentile, window and median are all 1.
+    assert person_depth_mm(strip_crop(16, [1, 0, 0, 0, 0, 0], rest=0)) == 1.0
+
+
+def test_person_depth_keeps_readings_within_300_mm_of_the_30th_percentile_inclusive():
+    # h = 28: rows 3 to 14, 11 readings (shuffled: order must not matter), everything else 5000 mm.
+    strip = [1700, 1800, 1900, 2000, 2100, 2110, 2120, 2130, 2140, 2150, 2301]
+    crop = strip_crop(28, np.random.default_rng(0).permutation(strip), rest=5000)
+    # 30th percentile: index 0.3 * 10 = 3 -> 2000 exactly. Window [1700, 2300]: 1700 (exactly 300 below) is in,
+    # 2301 (301 above) is out. Median of the ten kept: (2100 + 2110) / 2 = 2105.
+    # The 31st percentile (index 3.1 -> 2010) would drop 1700 and take 2301: (2110 + 2120) / 2 = 2115;
+    # a 301 mm window would keep all eleven: 2110; a strict < 300 would drop 1700: 2110.
+    assert person_depth_mm(crop) == 2105.0
+
+
+def test_relief_window_is_600_mm_either_side_inclusive_and_holes_stay_off():
+    # The person at 2000 mm (the strip); outside the strip readings at the window's edges and just beyond.
+    crop = strip_crop(16, [2000] * 6, rest=2000)
+    crop[0] = [2000 - RELIEF_MM, 2000 + RELIEF_MM, 0]               # 1400, 2600 in; a hole out
+    crop[15] = [2000 - RELIEF_MM - 1, 2000 + RELIEF_MM + 1, 2000]   # 1399, 2601 out
+    relative = encode_depth(crop, "relative")[0]
+    # in the window: 0.5 - (d - 2000) / 1200, so 1400 -> 1.0 and 2600 -> 0.0; outside it: 0
+    assert relative[0].tolist() == [1.0, 0.0, 0.0] and relative[15].tolist() == [0.0, 0.0, 0.5]
+    # normals: 0 in every channel exactly where the mask is off; z = (1 / |n| + 1) / 2 > 0.5 where it is on
+    on = encode_depth(crop, "normals")[2] > 0.5
+    assert on[0].tolist() == [True, True, False] and on[15].tolist() == [False, False, True] and on[1:15].all()
+    # A person at 500 mm: a hole (0) is 500 mm away, a 1 mm reading 499 mm. The hole stays off, the 1 mm
+    # reading is in: 0.5 - (1 - 500) / 1200.
+    near = strip_crop(16, [500] * 6, rest=500)
+    near[0, :2] = [0, 1]
+    assert encode_depth(near, "relative")[0, 0, :2].tolist() == [0.0, np.float32(0.5 + 499 / 1200)]

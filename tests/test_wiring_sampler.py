@@ -180,3 +180,18 @@ def test_the_pass_draw_refuses_paired_sampling():
     samples = pool({pid: (3, 3) for pid in range(4)})
     with pytest.raises(UserError, match="cannot draw co-registered pairs"):
         CrossModalIdentitySampler(samples, [RGB, IR], 2, 2, paired=True, draw="pass")
+
+
+def test_an_epoch_is_one_pass_over_the_largest_modality_and_at_least_one_batch():
+    # batches = max(1, images in the largest modality // (P x K)), with P = K = 2 (4 images a modality a batch)
+    assert len(CrossModalIdentitySampler(pool({0: (4, 2), 1: (4, 2)}), [RGB, IR], 2, 2)) == 2  # 8 RGB // 4
+    assert len(CrossModalIdentitySampler(pool({0: (2, 2), 1: (2, 2)}), [RGB, IR], 2, 2)) == 1  # 4 // 4
+    assert len(CrossModalIdentitySampler(pool({0: (1, 1), 1: (1, 1)}), [RGB, IR], 2, 2)) == 1  # 2 // 4 = 0 -> 1
+    assert len(CrossModalIdentitySampler(pool({0: (4, 2), 1: (4, 2)}), [RGB, IR], 2, 2, iterations=1)) == 1
+
+
+def test_no_modality_is_one_clear_error():
+    from crossreid.errors import UserError
+
+    with pytest.raises(UserError, match="only 0 training identities"):   # data.modalities=[] reaches here
+        CrossModalIdentitySampler(pool({0: (2, 2), 1: (2, 2)}), [], 1, 1)
