@@ -44,6 +44,8 @@ def test_wrong_type_names_key(tmp_path):
 def test_bad_modality_and_circular_base(tmp_path):
     with pytest.raises(UserError, match="modality"):
         load_config(None, ["data.modalities=[rgb,sonar]"])
+    with pytest.raises(UserError, match=r"data.modalities.*no modality given; name one or more of rgb, depth, ir"):
+        load_config(None, ["data.modalities=[]"])
     write(tmp_path / "a.yaml", "base: b.yaml\n")
     write(tmp_path / "b.yaml", "base: a.yaml\n")
     with pytest.raises(UserError, match="circular"):

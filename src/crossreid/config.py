@@ -52,6 +52,8 @@ class DataConfig(_Strict):
     def _check_modalities(cls, value: list[str]) -> list[str]:
         from crossreid.modality import Modality
 
+        if not value:
+            raise ValueError(f"no modality given; name one or more of {', '.join(m.value for m in Modality)}")
         return [Modality.parse(v).value for v in value]
 
 
