@@ -186,7 +186,7 @@ def test_rgbd_frame_and_sequence_rules_by_hand():
 # float64 distances whose exact ties with a true match send some rows of a chunk to the sorting kernel
 # while an exclusion rule removes pairs, and rules built from text or a results file.
 @pytest.mark.parametrize("rule", [SAME_ID_AND_CAMERA, SAME_CAMERA, SYSU_LOCATION, SAME_FRAME, SAME_ID_AND_SEQUENCE,
-                                  ExclusionRule.parse("pid+cam", "frame")])
+                                  ExclusionRule.parse("pid+cam", "frame"), ExclusionRule.parse("cam", "frame")])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_float64_ties_under_exclusion_equal_the_reference(rule, seed):
     rng = np.random.default_rng(seed)
@@ -200,6 +200,14 @@ def test_float64_ties_under_exclusion_equal_the_reference(rule, seed):
                                query_keys=q["keys"], gallery_keys=g["keys"], cmc="identity", per_query=True,
                                method=method, chunk_size=chunk)
         assert_same(fast, ref)
+
+
+def test_a_float64_distance_matrix_is_ranked_in_float64():
+    # the true match (gallery 1) is closer by 1e-12, below float32's resolution at 1.0: rounded to
+    # float32 the two tie and gallery order would put the wrong identity first
+    d = np.array([[1.0 + 1e-12, 1.0]])
+    assert compute_metrics([0], [1, 0], distances=d).cmc[0] == 1.0
+    assert compute_metrics([0], [1, 0], distances=d.astype(np.float32)).cmc[0] == 0.0
 
 
 def test_rules_from_text_and_from_a_results_file():
