@@ -98,6 +98,12 @@ def test_combine_trials():
     per = np.array([r.mean()["map"] for r in results])
     assert combined.mean()["map"] == pytest.approx(per.mean()) and combined.std()["map"] == pytest.approx(per.std())
     assert "±" in combined.format_table()
+    first = results[0]
+    assert (combined.distance, combined.dataset, combined.options, combined.rerank) == \
+        (first.distance, first.dataset, first.options, first.rerank) == ("euclidean", cat.name, {}, None)
+    cosine = [evaluate_protocol(get_protocol("regdb", distance="cosine"), cat, feats, feats)]
+    alone = combine_trials(cosine)
+    assert alone.distance == "cosine" and alone.protocol["trials"] == 1 and alone.trials == cosine[0].trials
     other = evaluate_protocol(get_protocol("regdb", direction="thermal->visible"), cat, feats, feats)
     with pytest.raises(UserError, match="cannot combine"):
         combine_trials(results + [other])

@@ -3,6 +3,7 @@ paired-frame, sequence and camera rules on a hand-worked example."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from crossreid.data.registry import load_dataset
 from crossreid.data.samples import Catalog, Sample
 from crossreid.errors import UserError
 from crossreid.evaluation import evaluate_protocol, get_protocol
+from crossreid.evaluation.gallery_draws import draw_per_id
 from crossreid.modality import Modality
 
 
@@ -94,9 +96,29 @@ def test_description_and_errors():
     desc = get_protocol("rgbd", query="depth", gallery="rgb", exclude="sequence").describe()
     assert desc["direction"] == "depth->rgb" and desc["exclusion"] == ["same pid+sequence"]
     assert desc["re_ranking"] is False and desc["trials"] == 10 and desc["cmc"] == "image"
+    assert (desc["exclude"], desc["max_per_id"], desc["seed"]) == ("sequence", 20, 0)
+    assert desc["sampling"].startswith("numpy default_rng([seed, r]), r=0..9: at most 20 query and gallery")
+    assert "r=0..2: at most 4 " in get_protocol("rgbd", repeats=3, max_per_id=4).describe()["sampling"]
     with pytest.raises(UserError, match="exclude='person'"):
         get_protocol("rgbd", exclude="person")
     with pytest.raises(UserError, match="does not score rgb->rgb"):
         get_protocol("rgbd", gallery="rgb")
     with pytest.raises(UserError, match="repeats=0"):
         get_protocol("rgbd", repeats=0)
+
+
+def test_the_paired_trials_report_rank_k_and_chance_of_the_single_shot_gallery():
+    cat, feats = small()
+    protocol = get_protocol("rgbd", repeats=1)
+    single, full = (evaluate_protocol(get_protocol("synthetic"), cat, feats, feats).trials[0],) * 2
+    single = dataclasses.replace(single, cmc=np.full(8, 0.5), num_gallery=2, chance_rank1=0.5, deepest_rank=2)
+    full = dataclasses.replace(full, cmc=np.full(8, 0.9), num_gallery=8, chance_rank1=0.125, deepest_rank=7, map=0.3)
+    (m,) = protocol.aggregate([single, full])
+    assert (m.cmc[0], m.num_gallery, m.chance_rank1, m.deepest_rank, m.map) == (0.5, 2, 0.5, 2, 0.3)
+
+
+def test_draw_per_id_keeps_an_identity_with_fewer_than_k_images_whole():
+    pids = np.array([0, 0, 0, 1, 2, 2])
+    drawn = draw_per_id(np.random.default_rng(0), pids, np.arange(10, 16), 2)
+    assert drawn.tolist() == sorted(drawn.tolist()) and len(set(drawn.tolist())) == 5
+    assert sorted(pids[drawn - 10].tolist()) == [0, 0, 1, 2, 2]

@@ -192,3 +192,16 @@ def test_validation_scores_held_out_ids_with_the_agw_draw(small):
     assert res.protocol["name"] == "sysu_mm01_agw" and res.trials[0].num_valid == 1
     with pytest.raises(UserError, match="rand_perm_cam.mat not found"):
         evaluate_directions(Embeds(), val, None, None, ["ir->rgb"], features=(feats, feats))
+
+
+def test_the_full_table_builds_each_setting_with_its_own_mode_and_shots():
+    from crossreid.evaluation.protocols import setting_protocols
+
+    official = setting_protocols("sysu_mm01")
+    assert {label: (p.mode, p.shots) for label, p in official.items()} == {
+        "all-search single-shot": ("all", 1), "all-search multi-shot": ("all", 10),
+        "indoor-search single-shot": ("indoor", 1), "indoor-search multi-shot": ("indoor", 10)}
+    agw = setting_protocols("sysu_mm01_agw")
+    assert {label: p.mode for label, p in agw.items()} == {"all-search single-shot": "all",
+                                                           "indoor-search single-shot": "indoor"}
+    assert all(p.direction == "ir->rgb" for p in [*official.values(), *agw.values()])
