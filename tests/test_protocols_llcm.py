@@ -159,3 +159,11 @@ def test_hand_worked_idkl_llcm_test_removes_nothing():
     # the official full-gallery mode removes same id + camera: other numbers on the same features
     full = evaluate_protocol(get_protocol("llcm", gallery_draw="full"), cat, feats, feats).trials[0]
     assert full.num_valid == 2 and full.rank(1) == 0.5
+
+
+def test_the_description_says_how_the_gallery_is_drawn():
+    sampled, full = (get_protocol("llcm", gallery_draw=g).describe() for g in ("sampled", "full"))
+    assert (sampled["trials"], sampled["shots"], full["trials"], full["shots"]) == (10, 1, 1, "all")
+    assert sampled["sampling"] == "python random.seed(t), t=0..9; one random.choice per (id, cam), DEEN call order"
+    assert full["sampling"] == "none: full gallery (not the official protocol)"
+    assert (sampled["gallery"], full["gallery"], sampled["deen_compat"]) == ("sampled", "full", False)
