@@ -108,3 +108,26 @@ def test_result_aggregation_json_and_table(tmp_path):
     assert data["trials"][1]["rank1"] == 1.0 and data["distance"] == "euclidean"
     one = fake_result([[0.3, 0.2, 0.1]])
     assert "±" not in one.format_table() and one.format_table().startswith("R1 100.0 | R5 100.0 | mAP 100.0")
+
+
+def test_direction_options_are_refused_and_the_table_of_a_two_direction_protocol():
+    from crossreid.evaluation.protocols import protocol_for, setting_protocols
+
+    for option in ("query", "gallery", "direction"):
+        with pytest.raises(UserError, match=f"protocol option {option}= sets the direction"):
+            protocol_for("regdb", "rgb", "ir", {option: "ir"})
+    table = setting_protocols("regdb", distance="cosine")
+    assert {label: (p.query_modality, p.gallery_modality, p.distance) for label, p in table.items()} == {
+        "rgb->ir": (Modality.RGB, Modality.IR, "cosine"), "ir->rgb": (Modality.IR, Modality.RGB, "cosine")}
+
+
+def test_official_draws_choose_over_the_folder_sorted_by_file_name():
+    import random
+
+    from crossreid.evaluation.gallery_draws import folders, python_random_gallery
+
+    names = ["0003.jpg", "0001.jpg", "0002.jpg", "0010.jpg"]  # listed out of name order
+    samples = [Sample(Path(f"cam1/0001/{n}"), 1, 1, Modality.IR) for n in names]
+    assert folders(samples, range(4)) == {(1, 1): [1, 2, 0, 3]}
+    for seed in range(5):
+        assert python_random_gallery(samples, range(4), [1], seed).tolist() == [random.Random(seed).choice([1, 2, 0, 3])]
