@@ -164,3 +164,25 @@ def test_frozen_bn_running_stats(tmp_path, mode, should_move):
     method.training_step(paired_batch(), student)
     assert (not torch.equal(frozen_bn.running_mean, before[0])) == should_move
     assert not torch.equal(trainable_bn.running_mean, before[1])
+
+
+def test_offline_targets_are_the_cached_embeddings_of_the_source_rows_and_embed_uses_the_teacher(tiny_root, tmp_path):
+    cat = load_dataset("generic", tiny_root)
+    store = ImageStore(cat.train, 32, 16, depth_encoding="normals")
+    method = make(["method.options.targets=offline", "method.options.reduction=sum"])
+    _, student = method.stages()
+    start(method, student, tmp_path, store)
+    depth = [i for i, s in enumerate(cat.train) if s.modality is D][:2]
+    rgb = [i for i, s in enumerate(cat.train) if s.modality is R][:2]
+    torch.manual_seed(1)
+    noise = torch.randn(2, 3, 32, 16)  # the batch's depth images differ from the cached test-time view
+    batch = Batch(torch.cat([noise, normalize(store.batch(rgb))]), torch.tensor([0, 1, 0, 1]), [D, R], 2, depth + rgb)
+    method.train()
+    loss = method.training_step(batch, student).losses["loss"]
+    with torch.no_grad():
+        target = method.teacher(normalize(store.batch(depth))).embedding   # the teacher is frozen in eval mode
+        s = method.student(batch.images[2:]).embedding
+    assert torch.allclose(loss, ((target - s) ** 2).sum(), rtol=1e-4)
+    method.eval()
+    with torch.no_grad():
+        assert torch.equal(method.embed(noise, D), method.teacher(noise).embedding)

@@ -156,6 +156,9 @@ def test_check_aligned():
         check_aligned(torch.tensor([3, 3, 7, 7]), torch.tensor([7, 7, 3, 3]))
     with pytest.raises(UserError, match="consecutive"):
         check_aligned(torch.tensor([3, 7, 3, 7]), torch.tensor([3, 7, 3, 7]))
+    for labels in ([3, 7, 7, 3], [3, 3, 7]):  # two runs of 2 that are not identity runs; 3 rows for K = 2
+        with pytest.raises(UserError, match="idkl batch: identities are not in runs of 2 consecutive rows"):
+            check_aligned(torch.tensor(labels), torch.tensor(labels), "idkl batch")
 
 
 # ------------------------------------------------------------------ network

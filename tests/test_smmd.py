@@ -381,3 +381,17 @@ def test_visible_infrared_rows_build_and_say_reconstruction():
         assert "(reconstruction)" in experiment.label
         cfg = vi.config(experiment, [*experiment.overrides, "model.pretrained=null"])
         build_method(cfg, 4, [Modality.parse(m) for m in cfg.data.modalities])
+
+
+def test_bn_level_prototypes_hold_the_bn_feature():
+    m = make("prototype_level=bn")
+    b = make_batch()
+    m.train()
+    with torch.no_grad():
+        embedding = m.forward_batch(b).embedding  # train-mode BN: the step's own BN features
+    step(m, b)
+    slots = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    for pid in (0, 1):
+        for slot in (0, 1):
+            rows = (b.labels == pid) & (slots == slot)
+            assert torch.allclose(m.prototypes.features[pid, slot], embedding[rows].mean(0), atol=1e-5)
