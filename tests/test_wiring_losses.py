@@ -80,6 +80,7 @@ def test_triplet_margin_reaches_the_metric_term_on_the_pre_bn_features(margin):
     terms = reid_terms(out, LABELS, LossConfig(id_weight=0, triplet_margin=margin)).output().losses
     assert terms["triplet"].item() == pytest.approx(batch_hard(out.features, LABELS, margin), rel=1e-5)
     assert terms["triplet"].item() != pytest.approx(batch_hard(out.embedding, LABELS, margin), rel=1e-3)
+    assert set(terms) == {"triplet", "loss"}  # a term of weight 0 is not computed, so not logged
 
 
 def test_weights_scale_the_terms_in_the_total():
