@@ -39,7 +39,8 @@ def results(root: Path) -> dict[str, dict[str, int | None]]:
 def pick(args) -> None:
     rng = random.Random(args.seed)
     for codes in results(Path(".")).values():
-        names = sorted(n for n in codes if any(fnmatch.fnmatchcase(n, p) for p in args.patterns))
+        names = sorted(n for n in codes if any(fnmatch.fnmatchcase(n, p) for p in args.patterns)
+                       and not (args.untested and codes[n] is not None))
         for name in sorted(rng.sample(names, min(args.per_module, len(names)))):
             print(name)
 
@@ -89,6 +90,8 @@ def main() -> None:
     p.add_argument("patterns", nargs="+", help="mutant name patterns (fnmatch), e.g. 'crossreid.losses.*'")
     p.add_argument("--per-module", type=int, default=40, help="mutants per module (all if fewer)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--untested", action="store_true",
+                   help="draw only mutants not run yet (a further sample; the union stays uniform)")
     p.set_defaults(run=pick)
     r = sub.add_parser("report", help="kill score per module over the names in a file")
     r.add_argument("names", help="file of mutant names, one per line (as `pick` prints them)")
