@@ -7,7 +7,7 @@ day; a uniform random sample per module estimates each module's kill score with 
     mutmut run 'crossreid.engine.schedule.*'              # once: generates every mutant
     python3 tools/mutation_sample.py pick --per-module 40 --seed 0 'crossreid.evaluation.*' > sample.txt
     mutmut run --max-children 2 $(cat sample.txt)
-    python3 tools/mutation_sample.py report sample.txt    # per module, and the survivors
+    python3 tools/mutation_sample.py report sample.txt --judged docs/mutation_survivors.tsv
 
 Reads ``mutants/**/*.py.meta`` (mutmut 3.8's result files) from the current folder.
 """
@@ -53,34 +53,43 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
+def judged(path: str | None) -> dict[str, str]:
+    """Mutant name -> "equivalent" or "accepted", from a file of ``NAME<TAB>KIND<TAB>REASON`` lines."""
+    if not path:
+        return {}
+    rows = (line.split("\t") for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {row[0]: row[1] for row in rows}
+
+
 def report(args) -> None:
     wanted = {line.strip() for line in Path(args.names).read_text().splitlines() if line.strip()}
-    equivalent = {line.split()[0] for line in Path(args.equivalent).read_text().splitlines()
-                  if line.strip() and not line.startswith("#")} if args.equivalent else set()
-    tally, survivors = defaultdict(lambda: defaultdict(int)), []
+    verdicts = judged(args.judged)
+    tally, unexplained = defaultdict(lambda: defaultdict(int)), []
     for module, codes in results(Path(".")).items():
         for name in wanted & codes.keys():
             status = status_by_exit_code[codes[name]]
+            if codes[name] == -9:  # stopped by hand or by a watchdog for running too long: a timeout, unless judged
+                status = "survived" if name in verdicts else "timeout"
             # a mutant no selected test reaches ("no tests") is a gap like a survivor
             kind = ("not run" if status == "not checked" else status if status in ("killed", "timeout") else
-                    "equivalent" if name in equivalent else "survived" if status in ("survived", "no tests") else status)
+                    verdicts.get(name, "unexplained") if status in ("survived", "no tests") else status)
             tally[module][kind] += 1
-            if kind == "survived":
-                survivors.append(name)
-    print("| module | sampled | killed | timeout | equivalent | survived | not run | kill score | 95 % interval |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            if kind == "unexplained":
+                unexplained.append(name)
+    print("| module | sampled | killed | timeout | equivalent | accepted | unexplained | not run | kill score | 95 % interval |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for module, t in sorted(tally.items()):
         caught = t["killed"] + t["timeout"]
-        decided = caught + t["survived"]
+        decided = caught + t["accepted"] + t["unexplained"]   # equivalent mutants are not counted
         low, high = wilson(caught, decided)
         score = f"{100 * caught / decided:.1f} %" if decided else "-"
         print(f"| `{module}` | {sum(t.values())} | {t['killed']} | {t['timeout']} | {t['equivalent']} | "
-              f"{t['survived']} | {t['not run']} | {score} | {100 * low:.0f}-{100 * high:.0f} % |")
-        for kind in t.keys() - {"killed", "timeout", "equivalent", "survived", "not run"}:
+              f"{t['accepted']} | {t['unexplained']} | {t['not run']} | {score} | {100 * low:.0f}-{100 * high:.0f} % |")
+        for kind in t.keys() - {"killed", "timeout", "equivalent", "accepted", "unexplained", "not run"}:
             print(f"warning: {module}: {t[kind]} mutants ended with {kind}", file=sys.stderr)
-    if survivors:
-        print("\nsurvivors (not marked equivalent):")
-        print("\n".join(sorted(survivors)))
+    if unexplained:
+        print("\nsurvivors not yet judged (add them to the --judged file):")
+        print("\n".join(sorted(unexplained)))
 
 
 def main() -> None:
@@ -95,7 +104,8 @@ def main() -> None:
     p.set_defaults(run=pick)
     r = sub.add_parser("report", help="kill score per module over the names in a file")
     r.add_argument("names", help="file of mutant names, one per line (as `pick` prints them)")
-    r.add_argument("--equivalent", help="file whose lines start with a mutant name judged equivalent")
+    r.add_argument("--judged", help="survivors read and judged: NAME<TAB>equivalent|accepted<TAB>REASON lines "
+                   "(docs/mutation_survivors.tsv); equivalent ones leave the score")
     r.set_defaults(run=report)
     args = parser.parse_args()
     args.run(args)
