@@ -25,9 +25,14 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.note{color:#a33}ul{padding-left
 img{image-rendering:pixelated;margin:.2em 0}h3{margin-top:1.5em}.small{color:#555;font-size:90%}"""
 
 
+def png_data_uri(data: bytes) -> str:
+    """A PNG's bytes as a ``data:`` URI, so a page is one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
 def _img(data: bytes, alt: str, height: int | None = None) -> str:
     size = f' height="{height}"' if height else ""
-    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return f'<img alt="{html.escape(alt)}"{size} src="{png_data_uri(data)}">'
 
 
 def _e(text: object) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from pathlib import Path
@@ -16,6 +15,7 @@ from crossreid.data.samples import Sample
 from crossreid.errors import UserError
 from crossreid.io import write_text
 from crossreid.modality import Modality
+from crossreid.report.html import png_data_uri
 
 FORMAT = "crossreid-search"
 
@@ -67,7 +67,7 @@ def _thumb(path: str, modality: str, size: tuple[int, int, str], border) -> str:
     ImageDraw.Draw(img).rectangle([0, 0, width - 1, height - 1], outline=border, width=3)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_uri(buf.getvalue())
 
 
 def write_html(path: str | Path, doc: dict, height: int, width: int, depth_encoding: str) -> None:
