@@ -83,6 +83,12 @@ def test_loss_equals_hand_mse(tmp_path):
     mean_method.load_state_dict(method.state_dict())
     mean_method.train()
     assert torch.allclose(mean_method.training_step(batch, student).losses["loss"], loss / 4, rtol=1e-4)
+    # the released code's dropout of the student embedding before the MSE (here p = 0: the same loss)
+    dropped = make(["method.options.reduction=sum", "method.options.student_dropout=true", "model.dropout=0.0"])
+    start(dropped, dropped.stages()[1], tmp_path)
+    dropped.load_state_dict(method.state_dict())
+    dropped.train()
+    assert torch.allclose(dropped.training_step(batch, student).losses["loss"], loss, rtol=1e-4)
 
 
 def test_no_copy_ablation_keeps_fresh_student(tmp_path):

@@ -82,6 +82,7 @@ def test_modality_and_branch_terms_pair_the_right_blocks():
 
 
 def test_set_level_logits_put_each_identitys_chunk_side_by_side():
+    assert torch.equal(set_level_logits(torch.arange(6.0).view(3, 2), 1), torch.arange(6.0).view(1, 6))  # K = 1
     z = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0], [11.0, 12.0]])  # 3 ids x 2
     assert torch.equal(set_level_logits(z, 2), torch.tensor([[1.0, 2.0, 5.0, 6.0, 9.0, 10.0],
                                                              [3.0, 4.0, 7.0, 8.0, 11.0, 12.0]]))
@@ -230,11 +231,12 @@ def test_test_feature_is_the_shared_bn_feature_only():
 def test_total_is_the_weighted_sum_with_option_weights():
     torch.manual_seed(0)
     method = make("method.options.tgsa_inter_weight=0.25", "method.options.csa_inter_weight=0.5",
-                  "method.options.purifier_weight=0.3").eval()  # eval: no dropout, fixed BN stats
+                  "method.options.purifier_weight=0.3", "method.options.csa_intra_weight=0.7"
+                  ).eval()  # eval: no dropout, fixed BN stats
     losses = method.training_step(make_batch(), method.stages()[0]).losses
     weights = {"id": 1, "triplet": 1, "discriminator": 1, "confuser": 1, "purifier_entropy": 0.3,
-               "purifier_centroid": 0.3, "tgsa_intra": 0.1, "tgsa_inter": 0.25, "csa_intra": 1, "csa_inter": 0.5,
-               "csa_set_intra": 1, "csa_set_inter": 0.5}
+               "purifier_centroid": 0.3, "tgsa_intra": 0.1, "tgsa_inter": 0.25, "csa_intra": 0.7, "csa_inter": 0.5,
+               "csa_set_intra": 0.7, "csa_set_inter": 0.5}
     assert set(losses) == set(weights) | {"loss"}
     assert losses["loss"].item() == pytest.approx(sum(w * losses[k].item() for k, w in weights.items()), rel=1e-5)
 

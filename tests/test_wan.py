@@ -177,6 +177,13 @@ def test_distillation_matches_kl_by_hand():
     kl = (p_t * (p_t.log() - (student[[1, 3]] / 2).log_softmax(1))).sum(1) * 4
     assert float(got) == pytest.approx(float(kl.sum() / 4), rel=1e-5)
     assert float(log.values["weight_fusion"]) == pytest.approx(0.5)   # 2 of 4 rows have a teacher
+    # the ramp rule: weight min(1, (epoch + 1) / ramp_epochs) = 2 / 4 at epoch 1, from the method's options
+    ramp = make("method.options.memory_teacher=false", "method.options.dynamic_weight=ramp",
+                "method.options.ramp_epochs=4", "method.options.distill_temperature=2.0")
+    ramp.epoch, log = 1, LossTerms()
+    got = ramp.distillation(student, torch.tensor([0, 1, 2, 0]), [("fusion", torch.tensor([1, 3]), teacher)], log)
+    assert float(got) == pytest.approx(0.5 * float(kl.sum() / 4), rel=1e-5)
+    assert float(log.values["weight_fusion"]) == pytest.approx(0.25)
 
 
 # ------------------------------------------------------------------ inference
