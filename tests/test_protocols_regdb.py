@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,10 @@ def test_combine_trials():
     other = evaluate_protocol(get_protocol("regdb", direction="thermal->visible"), cat, feats, feats)
     with pytest.raises(UserError, match="cannot combine"):
         combine_trials(results + [other])
+    with pytest.raises(UserError, match="cannot combine"):
+        combine_trials([results[0], other])
+    # the protocol options and the re-ranking settings of the trials are kept
+    reranked = [dataclasses.replace(r, options={"direction": "visible->thermal"}, rerank={"k1": 20, "k2": 6})
+                for r in results]
+    kept = combine_trials(reranked)
+    assert (kept.options, kept.rerank) == ({"direction": "visible->thermal"}, {"k1": 20, "k2": 6})

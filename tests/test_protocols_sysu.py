@@ -205,3 +205,5 @@ def test_the_full_table_builds_each_setting_with_its_own_mode_and_shots():
     assert {label: p.mode for label, p in agw.items()} == {"all-search single-shot": "all",
                                                            "indoor-search single-shot": "indoor"}
     assert all(p.direction == "ir->rgb" for p in [*official.values(), *agw.values()])
+    assert agw["all-search single-shot"].describe()["sampling"] == \
+        "python random.seed(t), t=0..9; one random.choice per (id, cam), AGW call order"
