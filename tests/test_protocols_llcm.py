@@ -126,6 +126,8 @@ def test_hand_worked_vis_to_ir_and_deen_compat():
     compat = evaluate_protocol(get_protocol("llcm", direction="rgb->ir", deen_compat=True), cat, feats, feats)
     assert compat.trials[0].summary() == ir.summary() and compat.trials[0].num_queries == 3
     assert "deen_compat" in compat.protocol["direction"]
+    # identity-level CMC as the natural direction (q 1@c5 ranks its id 2nd, its image 3rd)
+    assert compat.trials[0].cmc_level == ir.cmc_level == "identity" and compat.trials[0].rank(2) == 1.0
 
 
 def test_errors():
