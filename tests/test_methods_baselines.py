@@ -95,6 +95,20 @@ def test_zero_pad_one_nonzero_channel_holding_normalised_grey(modality):
         torch.testing.assert_close(out[:, k], (pixels[:, 0] - IMAGENET_MEAN[k]) / IMAGENET_STD[k])
 
 
+@pytest.mark.parametrize("padding", ["input", "pixel"])
+def test_zero_pad_computes_in_the_images_dtype_and_on_their_device(padding):
+    # float64 images: every constant in float64 (float32 constants would be off by ~1e-8)
+    pixels = torch.rand(2, 3, 8, 4, dtype=torch.float64)
+    mean, std = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    out = zero_pad((pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), RGB, padding)
+    grey = 0.299 * pixels[:, 0] + 0.587 * pixels[:, 1] + 0.114 * pixels[:, 2]
+    k = CHANNEL[RGB]
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out[:, k], (grey - IMAGENET_MEAN[k]) / IMAGENET_STD[k], rtol=0, atol=1e-12)
+    # the constants follow the images' device: on torch's "meta" device a CPU constant would fail
+    assert zero_pad(torch.empty(2, 3, 8, 4, device="meta"), IR, padding).device.type == "meta"
+
+
 def test_zero_pad_pixel_mode_pads_with_normalised_black():
     out = zero_pad(normalize(torch.rand(2, 3, 8, 4)), DEPTH, padding="pixel")
     for c in (0, 1):

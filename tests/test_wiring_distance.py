@@ -81,6 +81,16 @@ def test_the_defaults_and_the_edges_of_the_distance_code():
         assert empty.shape == (nq, 0) and empty.dtype == torch.float64
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_queries_follow_the_gallery_to_its_device(metric):
+    # torch's "meta" device stands in for a GPU on a CPU-only machine: a query left on the CPU, or a
+    # numpy step on the gallery's device, fails there
+    dist = GalleryDistance(torch.empty(7, 6, device="meta"), metric)
+    for nq in (3, 40):  # the few-query and the addmm paths
+        out = dist(features(nq, seed=8))
+        assert out.device.type == "meta" and out.shape == (nq, 7)
+
+
 def catalog(n_ids=5, per_cam=2):
     samples = [Sample(Path(f"{m.value}/{p}_{c}_{k}.png"), p, c, m, frame=f"{p}-{c}-{k}")
                for p in range(n_ids) for c in (1, 2) for k in range(per_cam) for m in (Modality.RGB, Modality.DEPTH)]
