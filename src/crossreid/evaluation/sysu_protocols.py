@@ -45,6 +45,11 @@ class _SysuProtocol(Protocol):
     exclusion = SYSU_LOCATION
     query_cams = QUERY_CAMS
     fix = "load it with the sysu_mm01 dataset (query = IR cams 3, 6; gallery = RGB cams 1, 2, 4, 5)"
+    table_shots: tuple[int, ...] = (1,)  # the full table: each search mode x each of these
+
+    @classmethod
+    def table(cls) -> tuple[Setting, ...]:
+        return settings(cls.table_shots)
 
     def __init__(self, mode: str, query: str | None, gallery: str | None, distance: str, precision: str):
         self.mode = option_in(mode, tuple(MODES), self.name, "mode")
@@ -68,7 +73,7 @@ class SysuOfficial(_SysuProtocol):
     """Official protocol: trial t (0-based) takes, per gallery camera and test id, the folder
     positions ``rand_perm_cam{cam}{pid}(t+1, 1:shots)``; gallery order is (cam, pid, draw)."""
 
-    settings = settings((1, 10))
+    table_shots = (1, 10)
 
     def __init__(self, mode: str = "all", shots: int = 1, perm_file: str | None = None, query: str | None = None,
                  gallery: str | None = None, distance: str = "euclidean", precision: str = "float64"):
@@ -116,7 +121,6 @@ class SysuAGW(_SysuProtocol):
     gallery order is (id, cam) as drawn."""
 
     shots = 1
-    settings = settings((1,))
 
     def __init__(self, mode: str = "all", query: str | None = None, gallery: str | None = None,
                  distance: str = "euclidean", precision: str = "float64"):
