@@ -116,6 +116,13 @@ def test_zero_pad_pixel_mode_pads_with_normalised_black():
     assert CHANNEL[RGB] != CHANNEL[DEPTH] != CHANNEL[IR] != CHANNEL[RGB]
 
 
+def test_zero_padding_method_routes_with_its_padding_option():
+    images = normalize(torch.rand(2, 3, 8, 4))
+    for padding in ("input", "pixel"):
+        method = make("zero_padding", f"method.options.padding={padding}")
+        assert torch.equal(method.route(images, DEPTH), zero_pad(images, DEPTH, padding))
+
+
 def test_zero_padding_unused_channel_gets_no_gradient():
     method = make("zero_padding")
     step(method, make_batch())

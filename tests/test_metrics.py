@@ -190,3 +190,12 @@ def test_bad_inputs():
         compute_metrics([1], [1], distances=np.zeros((1, 1)), exclusion=SAME_FRAME)
     with pytest.raises(ValueError, match="CMC level"):
         compute_metrics([1], [1], distances=np.zeros((1, 1)), cmc="person")
+
+
+@pytest.mark.parametrize("method", ["count", "sort"])
+def test_a_match_ranked_after_more_than_65535_items(method):
+    # the counting kernel sums in uint16 blocks of at most 65535 columns; one more would overflow
+    ng = 70_000
+    d = np.arange(ng, dtype=np.float32)[None, :]           # the true match is the farthest item
+    m = compute_metrics([0], [1] * (ng - 1) + [0], distances=d, method=method, ranks=(1,))
+    assert m.map == pytest.approx(1 / ng) and m.minp == pytest.approx(1 / ng)
